@@ -1,0 +1,140 @@
+"""
+The control channel between the master and each worker: the one place
+where their contract is written down.
+
+It is AMP over a socketpair whose worker end is the worker's fd 3.  AMP
+gives typed, acknowledged commands in both directions and nothing is
+pickled.  The channel is also the worker's lifeline: when it reaches EOF,
+the master is gone and the worker drains and exits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from twisted.internet.protocol import connectionDone
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+#: The worker's file descriptor for its end of the control channel.
+CONTROL_FD = 3
+
+#: The worker's first listening socket; further ones follow in order.
+FIRST_LISTEN_FD = 4
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """
+    Everything a worker is told at spawn, passed as one JSON argument.
+
+    @ivar number: the worker's serial number, unique in this master's life.
+    @ivar masterPid: the master's pid, to notice a master that died while
+        the worker was starting.
+    @ivar protocol: dotted name of a C{Protocol} subclass, or L{None}.
+    @ivar factory: dotted name of a factory or factory callable, or L{None}.
+    @ivar families: the address family of each listening socket, in fd order
+        from L{FIRST_LISTEN_FD}.
+    @ivar listen: the endpoint descriptions, for the process title and logs.
+    @ivar allowance: connections to accept before retiring; 0 for never.
+    @ivar maxOpen: connections to hold open at once; 0 for no cap.
+    @ivar grace: seconds to finish open connections once told to stop.
+    @ivar reactor: module of the master's reactor, to install the same one.
+    @ivar countsInterval: seconds between L{Counts} reports.
+    """
+
+    number: int
+    masterPid: int
+    protocol: str | None
+    factory: str | None
+    families: list[int] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)
+    allowance: int = 0
+    maxOpen: int = 0
+    grace: float = 30.0
+    reactor: str = ""
+    countsInterval: float = 1.0
+
+    def toJSON(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def fromJSON(cls, text: str) -> WorkerConfig:
+        return cls(**json.loads(text))
+
+
+class ControlChannel(amp.AMP):
+    """
+    AMP without its log lines for every connection made and lost: the
+    pool logs a worker's life in words that mean something to an operator.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+
+# Worker to master.
+
+
+class Ready(amp.Command):
+    """
+    The worker has adopted its listening sockets and is accepting.
+    """
+
+    arguments = [(b"pid", amp.Integer())]
+
+
+class BootFailed(amp.Command):
+    """
+    The worker cannot start serving: its factory cannot be imported or
+    built.  The reason is one line, shown in the master's log; the worker
+    exits right after.
+    """
+
+    arguments = [(b"reason", amp.Unicode())]
+
+
+class Counts(amp.Command):
+    """
+    The worker's counters, sent at a steady interval: it is also the proof
+    that the worker's reactor still turns.
+    """
+
+    arguments = [
+        (b"accepted", amp.Integer()),
+        (b"open", amp.Integer()),
+        (b"served", amp.Integer()),
+    ]
+
+
+class ReplaceMe(amp.Command):
+    """
+    The worker has used its allowance and accepts no more: the master
+    should start its replacement now.  The worker finishes its open
+    connections and exits by itself.
+    """
+
+    arguments = [(b"accepted", amp.Integer()), (b"open", amp.Integer())]
+
+
+# Master to worker.
+
+
+class Retire(amp.Command):
+    """
+    Stop accepting, finish the open connections and exit, leaving what is
+    queued to the other workers.
+    """
+
+
+class Stop(amp.Command):
+    """
+    The server is stopping: accept what is already queued, stop accepting,
+    finish the open connections and exit.
+    """

@@ -1,0 +1,245 @@
+"""
+One worker as the master sees it: the spawned process, its control
+channel, its log lines, its counters and how it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from preforktwist.control import (
+    CONTROL_FD,
+    FIRST_LISTEN_FD,
+    BootFailed,
+    ControlChannel,
+    Counts,
+    Ready,
+    ReplaceMe,
+    Retire,
+    Stop,
+    WorkerConfig,
+)
+from preforktwist.pool import WorkerState
+
+if TYPE_CHECKING:
+    from preforktwist.pool import Pool
+
+#: How long a worker whose control channel closed may take to exit before
+#: it is taken for dead and killed.
+CONTROL_LOST_TIMEOUT = 2.0
+
+
+class _MasterControl(ControlChannel):
+    """
+    The master's end of one worker's control channel.
+    """
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.worker = worker
+
+    @Ready.responder
+    def ready(self, pid: int) -> dict[str, Any]:
+        self.worker.pool.workerReady(self.worker)
+        return {}
+
+    @BootFailed.responder
+    def bootFailed(self, reason: str) -> dict[str, Any]:
+        self.worker.pool.workerBootFailed(self.worker, reason)
+        return {}
+
+    @Counts.responder
+    def counts(self, accepted: int, open: int, served: int) -> dict[str, Any]:
+        self.worker.updateCounts(accepted, open, served)
+        return {}
+
+    @ReplaceMe.responder
+    def replaceMe(self, accepted: int, open: int) -> dict[str, Any]:
+        self.worker.updateCounts(accepted, open, accepted - open)
+        self.worker.pool.workerWantsReplacement(self.worker)
+        return {}
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.worker.controlLost()
+
+
+def describeEnd(reason: Failure) -> str:
+    """
+    How a process ended, in words: C{exited with status 3}, C{was killed by
+    SIGKILL}.
+    """
+    value = reason.value
+    if isinstance(value, ProcessDone):
+        return "exited with status 0"
+    if isinstance(value, ProcessTerminated):
+        if value.signal is not None:
+            try:
+                name = signal.Signals(value.signal).name
+            except ValueError:
+                name = f"signal {value.signal}"
+            return f"was killed by {name}"
+        return f"exited with status {value.exitCode}"
+    return f"ended ({value})"
+
+
+class WorkerProcess(ProcessProtocol):
+    """
+    The master's handle on one worker process.
+
+    @ivar accepted: connections it accepted, as last reported.
+    @ivar open: connections it has open, as last reported.
+    @ivar served: connections it finished, as last reported.
+    """
+
+    log = Logger()
+
+    def __init__(self, number: int, pool: Pool, reactor: Any) -> None:
+        self.number = number
+        self.pool = pool
+        self.reactor = reactor
+        self.state = WorkerState.BOOTING
+        self.pid: int | None = None
+        self.accepted = self.open = self.served = 0
+        self.control: _MasterControl | None = None
+        self.exited = False
+        self._partial: dict[int, bytes] = {1: b"", 2: b""}
+        self._controlLostTimer: Any = None
+
+    def describe(self) -> str:
+        return f"worker {self.number} (pid {self.pid})"
+
+    def spawn(self, config: WorkerConfig, listenFDs: list[int]) -> None:
+        """
+        Start the worker process: a fresh interpreter, never a fork of the
+        master, with the control channel on fd 3 and the listening sockets
+        from fd 4 on.
+        """
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        childFDs: dict[int, int | str] = {
+            0: "w",
+            1: "r",
+            2: "r",
+            CONTROL_FD: theirs.fileno(),
+        }
+        for offset, fd in enumerate(listenFDs):
+            childFDs[FIRST_LISTEN_FD + offset] = fd
+        try:
+            self.reactor.spawnProcess(
+                self,
+                sys.executable,
+                [sys.executable, "-m", "preforktwist.worker", config.toJSON()],
+                # spawnProcess's default is an *empty* environment.
+                env=dict(os.environ),
+                childFDs=childFDs,
+            )
+        finally:
+            # The master must not hold the worker's end, or it would never
+            # see EOF when the worker dies.
+            theirs.close()
+        ours.setblocking(False)
+        self.control = _MasterControl(self)
+        control = self.control
+        self.reactor.adoptStreamConnection(
+            ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
+        )
+        ours.close()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.pid = self.transport.pid
+        self.transport.closeStdin()
+
+    # Logs: each line the worker writes, tagged with its number and pid.
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        buffered = self._partial.get(childFD, b"") + data
+        *lines, self._partial[childFD] = buffered.split(b"\n")
+        for line in lines:
+            self._relay(childFD, line)
+
+    def _relay(self, childFD: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        system = f"worker {self.number} pid {self.pid}"
+        if childFD == 2:
+            self.log.error("{line}", line=text, log_system=system)
+        else:
+            self.log.info("{line}", line=text, log_system=system)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        rest = self._partial.pop(childFD, b"")
+        if rest:
+            self._relay(childFD, rest)
+
+    # Counters and control.
+
+    def updateCounts(self, accepted: int, open: int, served: int) -> None:
+        self.accepted, self.open, self.served = accepted, open, served
+
+    def _command(self, command: type[amp.Command]) -> None:
+        """
+        Send C{command}; a worker that cannot hear it is asked by SIGTERM
+        instead, which the worker also takes as a graceful stop.
+        """
+        if self.control is None or self.control.transport is None:
+            self._signal("TERM")
+            return
+        d = self.control.callRemote(command)  # type: ignore[no-untyped-call]
+        d.addErrback(lambda f: self._signal("TERM"))
+
+    def retire(self) -> None:
+        self._command(Retire)
+
+    def stop(self) -> None:
+        self._command(Stop)
+
+    def kill(self) -> None:
+        self._signal("KILL")
+
+    def _signal(self, name: str) -> None:
+        if self.exited or self.transport is None:
+            return
+        try:
+            self.transport.signalProcess(name)
+        except (ProcessExitedAlready, OSError):
+            pass
+
+    def controlLost(self) -> None:
+        """
+        The worker closed its control channel.  A worker does that just
+        before it exits; one that keeps running without it is broken, and
+        is killed (and so replaced).
+        """
+        self.control = None
+        if not self.exited:
+            self._controlLostTimer = self.reactor.callLater(
+                CONTROL_LOST_TIMEOUT, self._controlLostTooLong
+            )
+
+    def _controlLostTooLong(self) -> None:
+        self._controlLostTimer = None
+        self.log.error(
+            "{worker} closed its control channel but did not exit; killing it",
+            worker=self.describe(),
+        )
+        self.kill()
+
+    def processExited(self, reason: Failure) -> None:
+        # processExited, not processEnded: a grandchild holding the worker's
+        # stdout must not delay the replacement.
+        self.exited = True
+        if self._controlLostTimer is not None and self._controlLostTimer.active():
+            self._controlLostTimer.cancel()
+        if self.control is not None and self.control.transport is not None:
+            self.control.transport.loseConnection()
+        self.pool.workerExited(self, describeEnd(reason))

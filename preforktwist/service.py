@@ -1,0 +1,263 @@
+"""
+L{PreforkService}: the pre-forking server as an ordinary Twisted service.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from preforktwist.control import WorkerConfig
+from preforktwist.listening import Listener, parseListen
+from preforktwist.loading import DEFAULT_PROTOCOL
+from preforktwist.pool import Pool
+from preforktwist.process import WorkerProcess
+from preforktwist.titles import setTitle
+
+
+def defaultWorkerCount() -> int:
+    """
+    One worker per CPU this process may run on.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class PreforkService(Service):
+    """
+    A pool of worker processes, each running its own reactor, all accepting
+    on listening sockets that this service binds and holds.
+
+    Put it in a C{MultiService} beside any other service.  The sockets are
+    bound in L{privilegedStartService}, so C{twistd --uid/--gid} can bind a
+    low port as root while the workers run unprivileged.  L{stopService}
+    returns a L{Deferred} that fires when every worker has finished its
+    open connections and exited.
+
+    While it runs, the service handles SIGINT and SIGTERM itself: the first
+    stops the application gracefully (exit status 0), a second one during
+    that stop kills the workers at once.
+    """
+
+    log = Logger()
+    name = "preforktwist"
+
+    def __init__(
+        self,
+        listen: str | Sequence[str] = "tcp:8080",
+        protocol: str | None = None,
+        factory: str | None = None,
+        workers: int | None = None,
+        maxConnectionsPerWorker: int = 0,
+        grace: float = 30.0,
+        backlog: int | None = None,
+        bootTimeout: float = 30.0,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param listen: server endpoint descriptions (C{tcp:}, C{tcp6:},
+            C{unix:}); every worker serves all of them.
+        @param protocol: dotted name of a C{Protocol} subclass.
+        @param factory: dotted name of a protocol factory, or of a callable
+            returning one.  With neither, the echo example is served.
+        @param workers: workers to keep; default one per CPU.
+        @param maxConnectionsPerWorker: a worker accepts exactly this many
+            connections and is then replaced; 0 for never.
+        @param grace: seconds a retiring or stopping worker may take to
+            finish its open connections before it is killed.
+        @param backlog: the listen backlog, overriding the endpoints'.
+        @param bootTimeout: seconds a worker may take to become ready.
+        @raise ValueError: for a value that cannot work.
+        @raise preforktwist.listening.ListenError: for a bad endpoint.
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        if protocol is not None and factory is not None:
+            raise ValueError("give --protocol or --factory, not both")
+        workers = defaultWorkerCount() if workers is None else workers
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        if maxConnectionsPerWorker < 0 or grace < 0 or bootTimeout <= 0:
+            raise ValueError("counts and times must not be negative")
+        descriptions = [listen] if isinstance(listen, str) else list(listen)
+        if not descriptions:
+            raise ValueError("nothing to listen on")
+        self.reactor = reactor
+        self.protocol = protocol
+        self.factory = factory
+        self.maxConnectionsPerWorker = maxConnectionsPerWorker
+        self.grace = grace
+        self.listeners = [Listener(parseListen(d, backlog)) for d in descriptions]
+        self.pool = Pool(
+            self._spawnWorker,
+            workers,
+            reactor,
+            grace=grace + 1.0,  # the worker's own deadline comes first
+            bootTimeout=bootTimeout,
+            giveUp=self._giveUp,
+        )
+        self._stopping = False
+        self._oldHandlers: dict[int, Any] = {}
+
+    @property
+    def descriptions(self) -> list[str]:
+        return [listener.spec.description for listener in self.listeners]
+
+    # Sockets.
+
+    def bindListeners(self) -> None:
+        """
+        Bind every listening socket not bound yet.  C{twistd preforked}
+        calls this early, to report a port in use before anything starts.
+
+        @raise preforktwist.listening.ListenError: with a one-line reason.
+        """
+        try:
+            for listener in self.listeners:
+                if listener.socket is None:
+                    listener.bind()
+        except Exception:
+            self.closeListeners()
+            raise
+
+    def closeListeners(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    # Service.
+
+    def privilegedStartService(self) -> None:
+        self.bindListeners()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.bindListeners()
+        served = self.factory or self.protocol
+        if served is None:
+            self.log.info(
+                "no --protocol or --factory given: serving the bundled "
+                "example {example}",
+                example=DEFAULT_PROTOCOL,
+            )
+        for listener in self.listeners:
+            self.log.info(
+                "{description} listening on {address} (backlog {backlog})",
+                description=listener.spec.description,
+                address=listener.describeAddress(),
+                backlog=listener.spec.backlog,
+            )
+        setTitle(
+            f"preforktwist master {' '.join(self.descriptions)} "
+            f"({self.pool.size} workers)"
+        )
+        self.reactor.callWhenRunning(self._installSignalHandlers)
+        self.pool.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        self.log.info(
+            "stopping: {n} workers finish their connections (grace {grace:g}s)",
+            n=len(self.pool.workers),
+            grace=self.grace,
+        )
+        d = self.pool.stop()
+
+        def stopped(_: None) -> None:
+            self.closeListeners()
+            self._restoreSignalHandlers()
+            self.log.info("all workers have exited")
+
+        d.addCallback(stopped)
+        return d
+
+    # Workers.
+
+    def _spawnWorker(self, number: int) -> WorkerProcess:
+        config = WorkerConfig(
+            number=number,
+            masterPid=os.getpid(),
+            protocol=self.protocol,
+            factory=self.factory,
+            families=[listener.spec.family for listener in self.listeners],
+            listen=self.descriptions,
+            allowance=self.maxConnectionsPerWorker,
+            grace=self.grace,
+            reactor=type(self.reactor).__module__,
+        )
+        worker = WorkerProcess(number, self.pool, self.reactor)
+        worker.spawn(config, [listener.fileno for listener in self.listeners])
+        return worker
+
+    def _giveUp(self, reason: str) -> None:
+        """
+        No worker can serve: stop the application, and make the process
+        exit non-zero once the reactor has stopped and twistd has cleaned
+        up after itself.
+        """
+        _exitStatusAtInterpreterExit(1)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    # Signals.
+
+    def _installSignalHandlers(self) -> None:
+        """
+        Installed once the reactor runs: twistd starts services before
+        C{reactor.run()}, which installs its own SIGTERM handler over any
+        set earlier.  Ours stops gracefully and exits 0 (the reactor's would
+        make twistd re-kill itself with the signal), and a second signal
+        makes the stop immediate.
+        """
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.reactor.callFromThread(self._stopSignalled, signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._oldHandlers[signum] = signal.signal(signum, handler)
+
+    def _restoreSignalHandlers(self) -> None:
+        for signum, old in self._oldHandlers.items():
+            signal.signal(signum, old)
+        self._oldHandlers.clear()
+
+    def _stopSignalled(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stopping:
+            self.log.info("{name} received: stopping gracefully", name=name)
+            self.reactor.stop()
+        else:
+            self.log.warn("{name} received again: stopping now", name=name)
+            self.pool.stopNow()
+
+
+def _exitStatusAtInterpreterExit(status: int) -> None:
+    """
+    twistd exits 0 whenever its reactor stops without a signal.  Registered
+    last, this runs first among the exit handlers, after twistd has removed
+    its pid file and stopped logging.
+    """
+
+    def exitNow() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    atexit.register(exitNow)

@@ -1,0 +1,164 @@
+"""
+C{twistd preforked}: command-line options and the service they make.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from preforktwist.listening import ListenError, parseListen
+from preforktwist.service import PreforkService, defaultWorkerCount
+
+#: The most workers one master will keep: beyond this a value is a typo.
+MAX_WORKERS = 1024
+
+
+def _number(
+    kind: Callable[[str], Any], low: float, high: float, what: str
+) -> Callable[[str], Any]:
+    """
+    A coercer for L{usage.Options} that accepts C{kind} values in
+    C{[low, high]} and says what it wanted otherwise.
+    """
+
+    def coerce(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"must be {what}, not {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be {what}, not {text!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be {what}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"({what})"  # type: ignore[attr-defined]
+    return coerce
+
+
+class Options(usage.Options):
+    """
+    Options for C{twistd preforked}.  Any mistake ends the command with one
+    line naming the option and the reason, and exit status 1.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Twisted protocol from a pool of pre-started worker processes "
+        "that share one listening socket.  With neither --protocol nor "
+        "--factory, the bundled echo example is served."
+    )
+
+    optParameters = [
+        ["protocol", "p", None, "Dotted name of a Protocol subclass to serve."],
+        [
+            "factory",
+            "f",
+            None,
+            "Dotted name of a protocol factory, or of a callable taking no "
+            "arguments that returns one.",
+        ],
+        [
+            "workers",
+            "w",
+            None,
+            "Workers to keep [default: one per CPU].",
+            _number(int, 1, MAX_WORKERS, f"a whole number from 1 to {MAX_WORKERS}"),
+        ],
+        [
+            "max-connections-per-worker",
+            "m",
+            0,
+            "A worker serves this many connections and is then replaced; "
+            "0 means never.",
+            _number(int, 0, 2**62, "a whole number, 0 or more"),
+        ],
+        [
+            "grace",
+            None,
+            30.0,
+            "Seconds a retiring or stopping worker may take to finish its "
+            "open connections before it is killed.",
+            _number(float, 0, 86400, "a number of seconds from 0 to 86400"),
+        ],
+        [
+            "backlog",
+            None,
+            None,
+            "The listen backlog [default: 1024, or what the endpoint says].",
+            _number(int, 1, 65535, "a whole number from 1 to 65535"),
+        ],
+        [
+            "boot-timeout",
+            None,
+            30.0,
+            "Seconds a new worker may take to become ready before it is "
+            "killed and counted as a boot failure.",
+            _number(float, 0.1, 86400, "a number of seconds from 0.1 to 86400"),
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        A Twisted server endpoint description to serve, e.g. tcp:8080,
+        tcp6:8080, unix:/run/app.sock. May be given more than once
+        [default: tcp:8080].
+        """
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, and turn any usage error into a one-line message and exit
+        status 1, instead of twistd's whole usage text before it.
+        """
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd preforked: {e}") from None
+
+    def postOptions(self) -> None:
+        if self["protocol"] is not None and self["factory"] is not None:
+            raise usage.UsageError("--protocol and --factory: give one, not both")
+        if not self["listen"]:
+            self["listen"] = ["tcp:8080"]
+        for description in self["listen"]:
+            try:
+                parseListen(description, self["backlog"])
+            except ListenError as e:
+                raise usage.UsageError(f"--listen: {e}") from None
+        if self["workers"] is None:
+            self["workers"] = defaultWorkerCount()
+
+
+def makeService(config: Options) -> IService:
+    """
+    Make the service and bind its sockets now, while twistd may still be
+    root and before any worker starts: a port in use is reported as one
+    line, not as a traceback from inside the reactor.
+    """
+    try:
+        service = PreforkService(
+            listen=config["listen"],
+            protocol=config["protocol"],
+            factory=config["factory"],
+            workers=config["workers"],
+            maxConnectionsPerWorker=config["max-connections-per-worker"],
+            grace=config["grace"],
+            backlog=config["backlog"],
+            bootTimeout=config["boot-timeout"],
+        )
+        service.bindListeners()
+    except (ValueError, ListenError) as e:
+        raise SystemExit(f"twistd preforked: --listen: {e}") from None
+    return service

@@ -1,0 +1,137 @@
+"""
+The worker program, C{python -m preforktwist.worker CONFIG-JSON}.
+
+Spawned by the master as a fresh interpreter, it installs the master's
+reactor type, imports the user's factory, adopts the inherited listening
+sockets and serves until it is told to stop, uses up its allowance, or
+loses its master.  Whatever ends it, it ends the same way: accept nothing
+more, finish the open connections (within the grace period), close the
+control channel, exit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Any, TextIO
+
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    LogLevel,
+    eventAsText,
+    globalLogBeginner,
+)
+from twisted.python.reflect import namedAny
+from zope.interface import implementer
+
+from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
+from preforktwist.titles import setTitle
+
+log = Logger()
+
+
+@implementer(ILogObserver)
+class _PipeObserver:
+    """
+    Write log events as plain lines to the master's pipes: informational
+    ones to stdout, warnings and worse to stderr.  The master adds time,
+    worker number and pid.  A master that died leaves broken pipes; writing
+    to them must never break the worker's shutdown.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self._out, self._err = out, err
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        level = event.get("log_level", LogLevel.info)
+        stream = self._err if level >= LogLevel.warn else self._out
+        try:
+            stream.write(text + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _dieWithParent(masterPid: int) -> bool:
+    """
+    Ask Linux to send SIGTERM when the master dies, a backstop to the
+    control channel's EOF.
+
+    @return: whether the master is still our parent.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    return os.getppid() == masterPid
+
+
+def _installReactor(name: str) -> None:
+    if name and "twisted.internet.reactor" not in sys.modules:
+        try:
+            namedAny(name).install()
+        except Exception as e:
+            print(
+                f"cannot install reactor {name} ({e}); using the default",
+                file=sys.stderr,
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run one worker to its end, then exit the process directly: nothing of
+    the interpreter's teardown may write to a pipe whose reader is gone.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit(
+            "usage: python -m preforktwist.worker CONFIG-JSON "
+            "(started by the preforktwist master, not by hand)"
+        )
+    config = WorkerConfig.fromJSON(args[0])
+    try:
+        # Ctrl-C in a terminal signals the whole process group; the master
+        # decides how workers stop, so they live in a group of their own.
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _installReactor(config.reactor)
+    from twisted.internet import reactor as installed
+
+    reactor: Any = installed
+
+    globalLogBeginner.beginLoggingTo(
+        [_PipeObserver(sys.__stdout__, sys.__stderr__)],  # type: ignore[arg-type]
+        redirectStandardIO=True,
+    )
+    from preforktwist.serving import Worker
+
+    worker = Worker(config, reactor)
+    if not _dieWithParent(config.masterPid):
+        log.warn(
+            "master {pid} is gone before this worker started", pid=config.masterPid
+        )
+        os._exit(1)
+    setTitle(f"preforktwist worker {config.number} {' '.join(config.listen)}")
+
+    def installSignals() -> None:
+        def graceful(signum: int, frame: FrameType | None) -> None:
+            reactor.callFromThread(worker.signalled, signum)
+
+        signal.signal(signal.SIGTERM, graceful)
+        signal.signal(signal.SIGINT, graceful)
+
+    reactor.callWhenRunning(installSignals)
+    reactor.callWhenRunning(worker.start, CONTROL_FD, FIRST_LISTEN_FD)
+    reactor.run()
+    os._exit(worker.exitStatus)
+
+
+if __name__ == "__main__":
+    main()
