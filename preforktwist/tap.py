@@ -19,7 +19,7 @@ MAX_WORKERS = 1024
 
 
 def _number(
-    kind: Callable[[str], Any], low: float, high: float, what: str
+    option: str, kind: Callable[[str], Any], low: float, high: float, what: str
 ) -> Callable[[str], Any]:
     """
     A coercer for L{usage.Options} that accepts C{kind} values in
@@ -30,11 +30,10 @@ def _number(
         try:
             value = kind(text)
         except ValueError:
-            raise ValueError(f"must be {what}, not {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"must be {what}, not {text!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be {what}, not {text!r}")
+            raise ValueError(f"--{option}: must be {what}, not {text!r}") from None
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (finite and low <= value <= high):
+            raise ValueError(f"--{option}: must be {what}, not {text!r}")
         return value
 
     coerce.coerceDoc = f"({what})"  # type: ignore[attr-defined]
@@ -68,7 +67,13 @@ class Options(usage.Options):
             "w",
             None,
             "Workers to keep [default: one per CPU].",
-            _number(int, 1, MAX_WORKERS, f"a whole number from 1 to {MAX_WORKERS}"),
+            _number(
+                "workers",
+                int,
+                1,
+                MAX_WORKERS,
+                f"a whole number from 1 to {MAX_WORKERS}",
+            ),
         ],
         [
             "max-connections-per-worker",
@@ -76,7 +81,9 @@ class Options(usage.Options):
             0,
             "A worker serves this many connections and is then replaced; "
             "0 means never.",
-            _number(int, 0, 2**62, "a whole number, 0 or more"),
+            _number(
+                "max-connections-per-worker", int, 0, 2**62, "a whole number, 0 or more"
+            ),
         ],
         [
             "grace",
@@ -84,14 +91,14 @@ class Options(usage.Options):
             30.0,
             "Seconds a retiring or stopping worker may take to finish its "
             "open connections before it is killed.",
-            _number(float, 0, 86400, "a number of seconds from 0 to 86400"),
+            _number("grace", float, 0, 86400, "a number of seconds from 0 to 86400"),
         ],
         [
             "backlog",
             None,
             None,
             "The listen backlog [default: 1024, or what the endpoint says].",
-            _number(int, 1, 65535, "a whole number from 1 to 65535"),
+            _number("backlog", int, 1, 65535, "a whole number from 1 to 65535"),
         ],
         [
             "boot-timeout",
@@ -99,7 +106,13 @@ class Options(usage.Options):
             30.0,
             "Seconds a new worker may take to become ready before it is "
             "killed and counted as a boot failure.",
-            _number(float, 0.1, 86400, "a number of seconds from 0.1 to 86400"),
+            _number(
+                "boot-timeout",
+                float,
+                0.1,
+                86400,
+                "a number of seconds from 0.1 to 86400",
+            ),
         ],
     ]
 
@@ -125,7 +138,8 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as e:
-            raise SystemExit(f"twistd preforked: {e}") from None
+            reason = str(e).removeprefix("Parameter type enforcement failed: ")
+            raise SystemExit(f"twistd preforked: {reason}") from None
 
     def postOptions(self) -> None:
         if self["protocol"] is not None and self["factory"] is not None:

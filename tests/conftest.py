@@ -1,0 +1,40 @@
+"""
+Fixtures: every master a test starts is reaped with all its workers, and a
+test that leaves any process alive fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Master
+
+StartMaster = Callable[..., Master]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[StartMaster]:
+    """
+    C{serve("-w", "2", ...)} starts C{twistd -n preforked} with those
+    options, listening on an ephemeral port on 127.0.0.1 unless the test
+    gives C{--listen} itself.
+    """
+    started: list[Master] = []
+
+    def start(*args: str, **kwargs: Any) -> Master:
+        options = list(args)
+        if "-l" not in options and "--listen" not in options:
+            options += ["--listen", "tcp:0:interface=127.0.0.1"]
+        master = Master(options, cwd=tmp_path, **kwargs)
+        started.append(master)
+        return master
+
+    yield start
+    leaked = []
+    for master in started:
+        leaked += master.reap()
+    assert not leaked, f"processes left running: {leaked}"

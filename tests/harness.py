@@ -1,0 +1,242 @@
+"""
+Helpers for end-to-end tests: a real C{twistd preforked} master in its own
+process, its log read line by line, real client sockets on 127.0.0.1, and a
+strict account of every process the test started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+T = TypeVar("T")
+
+
+def waitUntil(
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02
+) -> T:
+    """
+    Poll C{condition} until it returns something true; fail after C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def processState(pid: int) -> str | None:
+    """
+    The state letter of a process (C{R}, C{S}, C{Z}, ...), or L{None} if
+    there is no such process.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def isAlive(pid: int) -> bool:
+    """
+    Whether C{pid} is a running process (a zombie is not running).
+    """
+    return processState(pid) not in (None, "Z", "X")
+
+
+def childrenOf(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class Master:
+    """
+    A C{twistd -n preforked} process started for one test.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        twistdArgs: list[str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), environment.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        environment.update(env or {})
+        self.command = command or [
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            *(twistdArgs or []),
+            "preforked",
+            *args,
+        ]
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=cwd,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Its own session, as a server started from a terminal or a
+            # service manager is: signals the test sends reach it alone.
+            start_new_session=True,
+        )
+        self.pid = self.process.pid
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stdout, self.lines)),
+            threading.Thread(
+                target=self._read, args=(self.process.stderr, self.errors)
+            ),
+        ]
+        for reader in self._readers:
+            reader.daemon = True
+            reader.start()
+
+    def _read(self, stream: object, into: list[str]) -> None:
+        assert hasattr(stream, "readline")
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                into.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def log(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines + self.errors)
+
+    def waitForLine(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            for line in self.log():
+                match = regex.search(line)
+                if match:
+                    return match
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"master exited ({self.process.returncode}) before logging "
+                    f"{pattern!r}:\n{self.output()}"
+                )
+            return None
+
+        return waitUntil(found, timeout, f"log line {pattern!r}")
+
+    def count(self, pattern: str) -> int:
+        regex = re.compile(pattern)
+        return sum(1 for line in self.log() if regex.search(line))
+
+    @property
+    def port(self) -> int:
+        return int(self.waitForLine(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+
+    def waitForWorkers(self, count: int, timeout: float = 30.0) -> None:
+        """
+        Wait until C{count} workers have said they are accepting.
+        """
+        self.waitForLine(rf"\({count} accepting\)", timeout)
+
+    def workerPids(self) -> list[int]:
+        """
+        Every worker pid this master ever started, from its log.
+        """
+        return [
+            int(p)
+            for p in re.findall(
+                r"started worker \d+ \(pid (\d+)\)", "\n".join(self.log())
+            )
+        ]
+
+    def liveWorkers(self) -> list[int]:
+        return [pid for pid in childrenOf(self.pid) if isAlive(pid)]
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float = 40.0) -> int:
+        return self.process.wait(timeout)
+
+    def reap(self) -> list[int]:
+        """
+        End the master and every worker it ever started.  Returns the pids
+        that were still alive after a graceful attempt: a test that leaves
+        any has leaked processes.
+        """
+        leaked = []
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                leaked.append(self.pid)
+                self.process.kill()
+                self.process.wait(10)
+        workers = self.workerPids()
+        try:
+            waitUntil(
+                lambda: not any(isAlive(pid) for pid in workers), 10, "workers to exit"
+            )
+        except AssertionError:
+            for pid in workers:
+                if isAlive(pid):
+                    leaked.append(pid)
+                    os.kill(pid, signal.SIGKILL)
+        for reader in self._readers:
+            reader.join(5)
+        return leaked
+
+
+def exchange(
+    port: int, payload: bytes, timeout: float = 15.0, expect: int | None = None
+) -> bytes:
+    """
+    Connect, send C{payload}, and read until the server closes or
+    C{expect} bytes arrived.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        received = b""
+        while expect is None or len(received) < expect:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def lines(text: str) -> Iterator[str]:
+    return iter(text.splitlines())

@@ -1,0 +1,199 @@
+"""
+The adopted ports, in process with the real reactor: they accept exactly
+what the budget allows and leave the rest queued on the shared socket, and
+closing them never harms the socket other processes share.
+
+These pin the behaviour of Twisted's tcp.Port.doRead that the clamp relies
+on (numberAccepts read once per wake-up): a Twisted release that changes it
+fails here first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Generator
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from preforktwist.accepting import AcceptBudget, adoptListener
+
+
+def pollUntil(condition: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
+    @inlineCallbacks
+    def poll() -> Generator[Deferred[Any], Any, None]:
+        for _ in range(int(timeout / 0.01)):
+            if condition():
+                return
+            yield deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError("condition not met in time")
+
+    return poll()
+
+
+def settle() -> Deferred[None]:
+    """
+    Let the reactor run a few rounds, so that anything it would still
+    accept, it has.
+    """
+    return deferLater(reactor, 0.2, lambda: None)
+
+
+class AdoptedPortTests(TestCase):
+    timeout = 20
+
+    def listen(self, family: int = socket.AF_INET) -> socket.socket:
+        if family == socket.AF_UNIX:
+            path = tempfile.mkdtemp()
+            self.addCleanup(shutil.rmtree, path)
+            self.path = os.path.join(path, "s.sock")
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(self.path)
+            os.chmod(self.path, 0o600)
+        else:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        self.addCleanup(sock.close)
+        return sock
+
+    def connect(self, listener: socket.socket, count: int) -> list[socket.socket]:
+        clients = []
+        for _ in range(count):
+            client = socket.socket(listener.family)
+            client.connect(listener.getsockname())
+            self.addCleanup(client.close)
+            clients.append(client)
+        return clients
+
+    def queued(self, listener: socket.socket) -> int:
+        """
+        Accept (and close) what is still queued on the shared socket.
+        """
+        count = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    @inlineCallbacks
+    def closeAll(
+        self, budget: AcceptBudget, clients: list[socket.socket]
+    ) -> Generator[Deferred[Any], Any, None]:
+        for client in clients:
+            client.close()
+        budget.close()
+        yield pollUntil(lambda: budget.open == 0)
+        yield settle()
+
+    def adopt(self, listener: socket.socket, budget: AcceptBudget) -> None:
+        adoptListener(
+            reactor,
+            listener.fileno(),
+            listener.family,
+            Factory.forProtocol(Protocol),
+            budget,
+        )
+
+    @inlineCallbacks
+    def test_exactAllowance(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        10 queued, an allowance of 4: 4 accepted in one go, 6 left queued,
+        and the worker is told once.
+        """
+        listener = self.listen()
+        clients = self.connect(listener, 10)
+        exhausted: list[bool] = []
+        budget = AcceptBudget(allowance=4, onExhausted=lambda: exhausted.append(True))
+        self.adopt(listener, budget)
+        yield pollUntil(lambda: budget.accepted == 4)
+        yield settle()
+        assert (budget.accepted, exhausted) == (4, [True])
+        assert self.queued(listener) == 6
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_allowanceAcrossWakeUps(self) -> Generator[Deferred[Any], Any, None]:
+        listener = self.listen()
+        budget = AcceptBudget(allowance=12)
+        self.adopt(listener, budget)
+        clients = self.connect(listener, 10)
+        yield pollUntil(lambda: budget.accepted == 10)
+        clients += self.connect(listener, 3)
+        yield pollUntil(lambda: budget.accepted == 12)
+        yield settle()
+        assert budget.accepted == 12
+        assert self.queued(listener) == 1
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_concurrencyCap(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        With at most 2 open, the third waits in the queue until one closes.
+        """
+        listener = self.listen()
+        budget = AcceptBudget(maxOpen=2)
+        self.adopt(listener, budget)
+        clients = self.connect(listener, 5)
+        yield pollUntil(lambda: budget.accepted == 2)
+        yield settle()
+        assert budget.accepted == 2
+        clients[0].close()
+        yield pollUntil(lambda: budget.accepted == 3)
+        yield settle()
+        assert (budget.accepted, budget.open) == (3, 2)
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_drainOnClose(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        close(drain=True) first accepts what is queued.
+        """
+        listener = self.listen()
+        budget = AcceptBudget(maxOpen=1)
+        self.adopt(listener, budget)
+        budget.maxOpen = 0
+        clients = self.connect(listener, 5)
+        budget.close(drain=True)
+        assert budget.accepted == 5
+        assert self.queued(listener) == 0
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_tcpCloseLeavesSharedSocket(self) -> Generator[Deferred[Any], Any, None]:
+        listener = self.listen()
+        budget = AcceptBudget()
+        self.adopt(listener, budget)
+        budget.close()
+        yield settle()
+        clients = self.connect(listener, 1)
+        assert self.queued(listener) == 1
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_unixCloseLeavesSharedSocket(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        An adopted UNIX port neither chmods, unlinks nor shuts down the
+        shared socket (Twisted's own unix.Port does all three).
+        """
+        listener = self.listen(socket.AF_UNIX)
+        budget = AcceptBudget()
+        self.adopt(listener, budget)
+        assert os.stat(self.path).st_mode & 0o777 == 0o600
+        budget.close()
+        yield settle()
+        assert os.path.exists(self.path)
+        clients = self.connect(listener, 1)
+        assert self.queued(listener) == 1
+        yield self.closeAll(budget, clients)

@@ -1,0 +1,74 @@
+"""
+Bad options end twistd with one line naming the option and the reason, a
+non-zero status, and no worker started.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from preforktwist.tap import Options
+from tests.harness import Master
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers"),
+        (["-w", "-3"], "--workers"),
+        (["-w", "many"], "--workers"),
+        (["-w", "99999999"], "--workers"),
+        (["-m", "-1"], "--max-connections-per-worker"),
+        (["--grace", "-1"], "--grace"),
+        (["--grace", "nan"], "--grace"),
+        (["--backlog", "0"], "--backlog"),
+        (["--listen", "nosuch:80"], "--listen"),
+        (["--listen", "tcp:notaport"], "--listen"),
+        (["-p", "a.B", "-f", "c.d"], "--protocol and --factory"),
+        (["--no-such-option"], "no-such-option"),
+    ],
+)
+def test_bad_option(args: list[str], message: str) -> None:
+    options = Options()
+    with pytest.raises(SystemExit) as raised:
+        options.parseOptions(args)
+    text = str(raised.value.code)
+    assert "\n" not in text
+    assert text.startswith("twistd preforked: ")
+    assert message in text
+
+
+def test_defaults() -> None:
+    options = Options()
+    options.parseOptions([])
+    assert options["listen"] == ["tcp:8080"]
+    assert options["workers"] >= 1
+    assert options["max-connections-per-worker"] == 0
+    assert options["grace"] == 30.0
+
+
+def test_twistd_bad_option_one_line(tmp_path: Path) -> None:
+    master = Master(["--workers", "0"], cwd=tmp_path)
+    assert master.wait(20) != 0
+    assert master.reap() == []
+    errors = [line for line in master.errors if line.strip()]
+    assert len(errors) == 1, errors
+    assert "--workers" in errors[0]
+    assert master.lines == []
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        master = Master(["--listen", f"tcp:{port}:interface=127.0.0.1"], cwd=tmp_path)
+        assert master.wait(20) != 0
+    assert master.reap() == []
+    errors = [line for line in master.errors if line.strip()]
+    assert len(errors) == 1, errors
+    assert "Address already in use" in errors[0] and str(port) in errors[0]
+    assert master.workerPids() == []

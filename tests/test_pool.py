@@ -1,0 +1,185 @@
+"""
+The pool's rules, with a fake clock and fake workers: no processes.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from preforktwist.pool import Pool, WorkerState
+
+
+class FakeWorker:
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.state = WorkerState.BOOTING
+        self.calls: list[str] = []
+
+    def describe(self) -> str:
+        return f"worker {self.number}"
+
+    def retire(self) -> None:
+        self.calls.append("retire")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def kill(self) -> None:
+        self.calls.append("kill")
+
+
+class Harness:
+    def __init__(self, size: int = 3, **kwargs: float) -> None:
+        self.clock = Clock()
+        self.spawned: list[FakeWorker] = []
+        self.gaveUp: list[str] = []
+        self.pool = Pool(
+            self.spawn,
+            size,
+            self.clock,
+            giveUp=self.gaveUp.append,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def spawn(self, number: int) -> FakeWorker:
+        worker = FakeWorker(number)
+        self.spawned.append(worker)
+        return worker
+
+    def busy(self) -> int:
+        return len(self.pool.inState(WorkerState.BOOTING, WorkerState.ACCEPTING))
+
+    def readyAll(self) -> None:
+        for worker in list(self.pool.workers.values()):
+            if worker.state is WorkerState.BOOTING:
+                self.pool.workerReady(worker)
+
+
+def test_start_fills_the_pool() -> None:
+    h = Harness(3)
+    h.pool.start()
+    assert len(h.spawned) == 3
+    h.readyAll()
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 3
+
+
+def test_replacement_first() -> None:
+    """
+    A worker that used its allowance retires and is replaced at once; it
+    stays alive while it finishes, without counting against the size.
+    """
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    old = h.spawned[0]
+    h.pool.workerWantsReplacement(old)
+    assert old.state is WorkerState.RETIRING
+    assert len(h.spawned) == 3
+    assert h.busy() == 2
+    h.pool.workerExited(old, "exited with status 0")
+    assert len(h.spawned) == 3
+
+
+def test_never_more_than_size_busy() -> None:
+    """
+    Whatever happens to workers, never more than `size` boot or accept.
+    """
+    h = Harness(3)
+    h.pool.start()
+    for round in range(50):
+        worker = h.spawned[round % len(h.spawned)]
+        if worker.number in h.pool.workers:
+            if worker.state is WorkerState.BOOTING:
+                h.pool.workerReady(worker)
+            elif worker.state is WorkerState.ACCEPTING:
+                if round % 3:
+                    h.pool.workerWantsReplacement(worker)
+                else:
+                    h.pool.workerExited(worker, "was killed by SIGKILL")
+            elif worker.state is WorkerState.RETIRING:
+                h.pool.workerExited(worker, "exited with status 0")
+        h.clock.advance(2)
+        assert h.busy() <= 3
+
+
+def test_crash_is_replaced() -> None:
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    h.clock.advance(10)
+    h.pool.workerExited(h.spawned[0], "was killed by SIGKILL")
+    assert len(h.spawned) == 3
+    assert h.pool.failures == 0
+
+
+def test_boot_failures_back_off_then_give_up() -> None:
+    """
+    Nothing ever became ready: retries come one at a time with growing
+    delays, and the pool gives up after maxBootFailures.
+    """
+    h = Harness(1, maxBootFailures=3, backoff=0.5)
+    h.pool.start()
+    h.pool.workerBootFailed(h.spawned[0], "cannot import x")
+    h.pool.workerExited(h.spawned[0], "exited with status 3")
+    assert len(h.spawned) == 1
+    h.clock.advance(0.49)
+    assert len(h.spawned) == 1
+    h.clock.advance(0.01)
+    assert len(h.spawned) == 2
+    h.pool.workerExited(h.spawned[1], "exited with status 3")
+    h.clock.advance(0.99)
+    assert len(h.spawned) == 2
+    h.clock.advance(0.01)
+    assert len(h.spawned) == 3
+    h.pool.workerExited(h.spawned[2], "exited with status 3")
+    assert h.gaveUp and "exited with status 3" in h.gaveUp[0]
+    h.clock.advance(100)
+    assert len(h.spawned) == 3
+
+
+def test_boot_failures_after_ready_never_give_up() -> None:
+    h = Harness(2, maxBootFailures=3, maxBackoff=4)
+    h.pool.start()
+    h.readyAll()
+    h.clock.advance(10)
+    h.pool.workerWantsReplacement(h.spawned[0])
+    for _ in range(10):
+        booting = h.pool.inState(WorkerState.BOOTING)
+        assert len(booting) <= 1
+        if booting:
+            h.pool.workerExited(booting[0], "exited with status 3")
+        h.clock.advance(4)
+    assert not h.gaveUp
+    assert h.pool.failures >= 9
+
+
+def test_boot_timeout_kills() -> None:
+    h = Harness(1, bootTimeout=5)
+    h.pool.start()
+    h.clock.advance(5)
+    assert h.spawned[0].calls == ["kill"]
+
+
+def test_stop_drains_then_kills_after_grace() -> None:
+    h = Harness(2, grace=10)
+    h.pool.start()
+    h.readyAll()
+    done: list[None] = []
+    h.pool.stop().addCallback(done.append)
+    assert [w.calls for w in h.spawned] == [["stop"], ["stop"]]
+    h.pool.workerExited(h.spawned[0], "exited with status 0")
+    assert not done
+    h.clock.advance(10)
+    assert h.spawned[1].calls == ["stop", "kill"]
+    h.pool.workerExited(h.spawned[1], "was killed by SIGKILL")
+    assert done == [None]
+    assert len(h.spawned) == 2
+
+
+def test_retiring_worker_killed_after_grace() -> None:
+    h = Harness(1, grace=5)
+    h.pool.start()
+    h.readyAll()
+    h.pool.workerWantsReplacement(h.spawned[0])
+    h.clock.advance(5)
+    assert h.spawned[0].calls == ["kill"]

@@ -1,0 +1,69 @@
+"""
+The .tac files in tap/ start with C{twistd -ny} and serve.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from tests.harness import REPO, TWISTD, Master, exchange, waitUntil
+
+
+def runTac(tmp_path: Path, name: str, env: dict[str, str]) -> Master:
+    return Master(
+        [],
+        cwd=tmp_path,
+        env=env,
+        command=[TWISTD, "-ny", str(REPO / "tap" / name), "--pidfile=", "--logfile=-"],
+    )
+
+
+def test_echo_tac(tmp_path: Path) -> None:
+    master = runTac(
+        tmp_path,
+        "echo.tac",
+        {
+            "PREFORKTWIST_LISTEN": "tcp:0:interface=127.0.0.1",
+            "PREFORKTWIST_WORKERS": "2",
+        },
+    )
+    try:
+        master.waitForWorkers(2)
+        assert exchange(master.port, b"tac", expect=3) == b"tac"
+        master.signal(signal.SIGTERM)
+        assert master.wait() == 0
+    finally:
+        assert master.reap() == []
+
+
+def test_composed_tac(tmp_path: Path) -> None:
+    master = runTac(
+        tmp_path,
+        "composed.tac",
+        {
+            "PREFORKTWIST_LISTEN": "tcp:0:interface=127.0.0.1",
+            "PREFORKTWIST_ECHO_LISTEN": "tcp:0:interface=127.0.0.1",
+            "PREFORKTWIST_TICK": "0.2",
+        },
+    )
+    try:
+        master.waitForWorkers(2)
+        reply = exchange(master.port, b"GET / HTTP/1.0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"hello")
+
+        def echoPort() -> int | None:
+            for line in master.log():
+                match = re.search(r"\] Factory starting on (\d+)", line)
+                if match and "[worker" not in line:
+                    return int(match.group(1))
+            return None
+
+        port = waitUntil(echoPort, 10, "the master's own echo port")
+        assert exchange(port, b"in the master", expect=13) == b"in the master"
+        master.waitForLine(r"pool: 2 accepting", 10)
+        master.signal(signal.SIGTERM)
+        assert master.wait() == 0
+    finally:
+        assert master.reap() == []
