@@ -45,6 +45,7 @@ class AcceptBudget:
         maxOpen: int = 0,
         onExhausted: Callable[[], None] = lambda: None,
         onIdle: Callable[[], None] = lambda: None,
+        onAccepted: Callable[[], None] = lambda: None,
     ) -> None:
         """
         @param allowance: connections this worker may accept in all; 0 for
@@ -52,6 +53,7 @@ class AcceptBudget:
         @param maxOpen: connections it may hold open at once; 0 for no cap.
         @param onExhausted: called once, when the allowance is used up.
         @param onIdle: called whenever the last open connection closes.
+        @param onAccepted: called after each batch of accepted connections.
         """
         self.allowance = allowance
         self.maxOpen = maxOpen
@@ -60,6 +62,7 @@ class AcceptBudget:
         self.closing = False
         self._onExhausted = onExhausted
         self._onIdle = onIdle
+        self._onAccepted = onAccepted
         self.ports: list[BudgetedTCPPort | BudgetedUNIXPort] = []
 
     @property
@@ -90,6 +93,7 @@ class AcceptBudget:
             return
         self.accepted += count
         self.open += count
+        self._onAccepted()
         if self.room() == 0:
             self._pauseAll()
         if self.exhausted():

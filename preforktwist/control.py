@@ -39,10 +39,13 @@ class WorkerConfig:
         from L{FIRST_LISTEN_FD}.
     @ivar listen: the endpoint descriptions, for the process title and logs.
     @ivar allowance: connections to accept before retiring; 0 for never.
+    @ivar replaceAt: the share of the allowance after which to ask for the
+        replacement ahead of time; 1 to ask only when it is used up.
     @ivar maxOpen: connections to hold open at once; 0 for no cap.
     @ivar grace: seconds to finish open connections once told to stop.
     @ivar reactor: module of the master's reactor, to install the same one.
     @ivar countsInterval: seconds between L{Counts} reports.
+    @ivar workerInit: dotted name of a callable to run before accepting.
     """
 
     number: int
@@ -52,10 +55,12 @@ class WorkerConfig:
     families: list[int] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)
     allowance: int = 0
+    replaceAt: float = 1.0
     maxOpen: int = 0
     grace: float = 30.0
     reactor: str = ""
     countsInterval: float = 1.0
+    workerInit: str | None = None
 
     def toJSON(self) -> str:
         return json.dumps(asdict(self))
@@ -113,14 +118,26 @@ class Counts(amp.Command):
     ]
 
 
-class ReplaceMe(amp.Command):
+class NearAllowance(amp.Command):
     """
-    The worker has used its allowance and accepts no more: the master
-    should start its replacement now.  The worker finishes its open
-    connections and exits by itself.
+    The worker will soon have used its allowance: the master may start its
+    replacement now, so that it is accepting by the time this one stops.
     """
 
-    arguments = [(b"accepted", amp.Integer()), (b"open", amp.Integer())]
+
+class ReplaceMe(amp.Command):
+    """
+    The worker accepts no more, because it used its allowance (C{cause}
+    C{allowance}) or received SIGTERM or SIGINT (C{signal}): the master
+    should start its replacement now, unless one already started.  The
+    worker finishes its open connections and exits by itself.
+    """
+
+    arguments = [
+        (b"accepted", amp.Integer()),
+        (b"open", amp.Integer()),
+        (b"cause", amp.Unicode()),
+    ]
 
 
 # Master to worker.

@@ -9,6 +9,8 @@ where it is a boot failure the master can count, not the master itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.reflect import namedAny
@@ -69,3 +71,16 @@ def loadFactory(protocol: str | None, factory: str | None) -> IProtocolFactory:
     if not (isinstance(found, type) and issubclass(found, Protocol)):
         raise FactoryError(f"--protocol {name}: is not a Protocol subclass")
     return Factory.forProtocol(found)
+
+
+def loadWorkerInit(name: str) -> Callable[[], object]:
+    """
+    Import the C{--worker-init} callable.  It takes no arguments and may
+    return a L{Deferred}.
+
+    @raise FactoryError: it cannot be imported or is not callable.
+    """
+    found = _importName(name, "--worker-init")
+    if not callable(found):
+        raise FactoryError(f"--worker-init {name}: is not callable")
+    return found

@@ -1,25 +1,33 @@
 """
-The population policy: how many workers, when to start one, when to give
-up, and how to stop them all.
+The population policy: how many workers, when to start one, when to
+retire one, when to give up, and how to stop them all.
 
 This is the supervisor's whole story, kept free of processes and sockets:
 it is given a clock and a function that starts a worker, and is told what
 happens to workers.  Its rules:
 
- - Never more than C{size} workers that are booting or accepting.  A worker
-   that asked for its replacement is I{retiring}: it accepts nothing more
-   and does not count.  A fork storm is impossible by construction, whatever
-   the user's code does.
- - Replacement first: a worker that used its allowance is replaced at once,
-   while it finishes its open connections.
+ - C{size} workers serve.  A worker that is booting or accepting counts,
+   unless it is I{doomed}: its replacement is wanted, because it is close
+   to its allowance or because a reload replaces it.  A doomed worker
+   keeps accepting until its replacement is ready (reload) or its
+   allowance is used (allowance), so the pool never dips.
+ - At most C{size + surplus} workers boot or accept at once: the surplus
+   (default 1) is what replacement ahead of time and rolling reloads may
+   use, so memory never grows beyond it.  A fork storm is impossible by
+   construction, whatever the user's code does.
+ - A worker that accepts no more is I{retiring}: it finishes its open
+   connections within the grace period and does not count at all.
  - A worker that dies before it became ready is a boot failure.  Boot
    failures are retried one worker at a time, with exponential backoff.
    If no worker has ever become ready after C{maxBootFailures} of them, the
    pool gives up: the user's code cannot serve, and saying so beats a
-   server that starts and never answers.
+   server that starts and never answers.  A failure during a reload stops
+   the reload; the old workers keep serving.
  - A worker that dies soon after it became ready counts as a failure too,
    for the backoff, so that code which crashes on its first connection does
    not make a respawn loop.
+ - A worker whose heartbeat stops (its reactor no longer turns) has its
+   stack dumped, is sent SIGTERM, then SIGKILL, and is replaced.
  - Stop: every worker drains and exits within the grace period, or is
    killed.
 """
@@ -28,10 +36,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 
@@ -60,8 +70,37 @@ class PoolWorker(Protocol):
     def stop(self) -> None:
         """Ask the worker to accept what is queued, finish and exit."""
 
+    def dumpStack(self) -> None:
+        """Make the worker write its Python stack to its log (faulthandler)."""
+
+    def terminate(self) -> None:
+        """Send the worker SIGTERM."""
+
     def kill(self) -> None:
         """End the worker now (SIGKILL)."""
+
+
+class Doom(enum.Enum):
+    """
+    Why a worker's replacement is wanted while it still accepts.
+    """
+
+    ALLOWANCE = "close to its allowance"
+    RELOAD = "reload"
+
+
+@dataclass
+class _Record:
+    """
+    What the pool remembers of one worker.
+    """
+
+    generation: int
+    startedAt: float
+    readyAt: float | None = None
+    lastSeen: float = 0.0
+    doom: Doom | None = None
+    stuck: bool = False
 
 
 class Pool:
@@ -70,6 +109,7 @@ class Pool:
 
     @ivar workers: the live workers by number.
     @ivar spawned: how many workers were ever started.
+    @ivar reloading: a rolling reload is under way.
     """
 
     log = Logger()
@@ -86,6 +126,9 @@ class Pool:
         backoff: float = 0.5,
         maxBackoff: float = 30.0,
         minUptime: float = 1.0,
+        surplus: int = 1,
+        heartbeatTimeout: float = 0.0,
+        stuckKillDelay: float = 2.0,
     ) -> None:
         """
         @param spawn: starts the worker with the given number and returns it.
@@ -97,6 +140,12 @@ class Pool:
             with each consecutive failure, up to C{maxBackoff}.
         @param minUptime: a worker that dies sooner than this after becoming
             ready counts as a failure for the backoff.
+        @param surplus: workers that may boot or accept beyond C{size}, to
+            replace others ahead of time and during reloads.
+        @param heartbeatTimeout: seconds without news from a worker before
+            it is taken for stuck; 0 disables the check.
+        @param stuckKillDelay: seconds between SIGTERM and SIGKILL for a
+            stuck worker.
         """
         self._spawn = spawn
         self.size = size
@@ -108,6 +157,9 @@ class Pool:
         self.backoff = backoff
         self.maxBackoff = maxBackoff
         self.minUptime = minUptime
+        self.surplus = surplus
+        self.heartbeatTimeout = heartbeatTimeout
+        self.stuckKillDelay = stuckKillDelay
 
         self.workers: dict[int, PoolWorker] = {}
         self.spawned = 0
@@ -116,43 +168,72 @@ class Pool:
         self.lastFailure = ""
         self.running = False
         self.gaveUp = False
-        self._readyAt: dict[int, float] = {}
+        self.reloading = False
+        self.generation = 0
+        self.restarts: dict[str, int] = {}
+        self._records: dict[int, _Record] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._retry: IDelayedCall | None = None
         self._stopped: list[Deferred[None]] = []
+        self._heartbeats = LoopingCall(self._checkHeartbeats)
+        self._heartbeats.clock = clock
 
     # Counting.
 
     def inState(self, *states: WorkerState) -> list[PoolWorker]:
         return [w for w in self.workers.values() if w.state in states]
 
+    def _busy(self) -> list[PoolWorker]:
+        """Workers booting or accepting, doomed or not."""
+        return self.inState(WorkerState.BOOTING, WorkerState.ACCEPTING)
+
+    def _serving(self) -> list[PoolWorker]:
+        """Workers booting or accepting that are not to be replaced."""
+        return [w for w in self._busy() if self._records[w.number].doom is None]
+
+    def doomed(self, why: Doom) -> list[PoolWorker]:
+        """Accepting workers whose replacement is wanted, oldest first."""
+        return [
+            w
+            for w in self.inState(WorkerState.ACCEPTING)
+            if self._records[w.number].doom is why
+        ]
+
     def summary(self) -> str:
         counts = {s: len(self.inState(s)) for s in WorkerState}
         return ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none"
+
+    def _count(self, cause: str) -> None:
+        self.restarts[cause] = self.restarts.get(cause, 0) + 1
 
     # Starting.
 
     def start(self) -> None:
         self.running = True
+        if self.heartbeatTimeout:
+            self._heartbeats.start(min(1.0, self.heartbeatTimeout / 4), now=False)
         self._fill()
 
     def _fill(self) -> None:
         """
-        Start workers until C{size} are booting or accepting.  After a
+        Start workers until C{size} serve, within the surplus.  After a
         failure, only one boots at a time, and only once the backoff delay
         has passed.
         """
         if not self.running or self.gaveUp or self._retry is not None:
             return
-        missing = self.size - len(
-            self.inState(WorkerState.BOOTING, WorkerState.ACCEPTING)
+        missing = min(
+            self.size - len(self._serving()),
+            self.size + self.surplus - len(self._busy()),
         )
         if self.failures:
             missing = min(missing, 1 - len(self.inState(WorkerState.BOOTING)))
         for _ in range(missing):
             self.spawned += 1
             worker = self._spawn(self.spawned)
+            now = self.clock.seconds()
             self.workers[worker.number] = worker
+            self._records[worker.number] = _Record(self.generation, now, lastSeen=now)
             self._setTimer(worker, self.bootTimeout, self._bootTimedOut)
             self.log.info("started {worker}", worker=worker.describe())
 
@@ -189,46 +270,75 @@ class Pool:
 
     def workerReady(self, worker: PoolWorker) -> None:
         self._cancelTimer(worker)
-        if not self.running:
+        if not self.running or worker.state is not WorkerState.BOOTING:
             self._stopWorker(worker)
             return
         worker.state = WorkerState.ACCEPTING
+        record = self._records[worker.number]
+        record.readyAt = record.lastSeen = self.clock.seconds()
         self.everReady = True
         self.failures = 0
-        self._readyAt[worker.number] = self.clock.seconds()
         self.log.info(
             "{worker} is accepting ({summary})",
             worker=worker.describe(),
             summary=self.summary(),
         )
+        # A replacement is ready: the worker it replaces may go now.
+        for replaced in self.doomed(Doom.RELOAD)[:1]:
+            self.retireWorker(replaced, "reload")
+        self._trim()
+        self._continueReload()
+
+    def workerAlive(self, worker: PoolWorker) -> None:
+        """
+        News from the worker (its counters): its reactor turns.
+        """
+        record = self._records.get(worker.number)
+        if record is not None:
+            record.lastSeen = self.clock.seconds()
 
     def workerBootFailed(self, worker: PoolWorker, reason: str) -> None:
         self.lastFailure = f"{worker.describe()}: {reason}"
 
-    def workerWantsReplacement(self, worker: PoolWorker) -> None:
+    def workerNearAllowance(self, worker: PoolWorker) -> None:
+        """
+        The worker will soon have used its allowance: start its replacement
+        now, if the surplus allows, so the pool never dips.
+        """
+        record = self._records.get(worker.number)
+        if worker.state is WorkerState.ACCEPTING and record and record.doom is None:
+            record.doom = Doom.ALLOWANCE
+            self._fill()
+
+    def workerWantsReplacement(self, worker: PoolWorker, cause: str) -> None:
         """
         The worker accepts no more (its allowance is used, or it was told
-        to stop by a signal): it retires, and a replacement starts now.
+        to stop by a signal): it retires, and a replacement starts now
+        unless one already did.
         """
         if worker.state is not WorkerState.ACCEPTING:
             return
-        self._retire(worker)
+        self._count(cause)
+        self._retire(worker, cause)
         self._fill()
 
-    def retireWorker(self, worker: PoolWorker) -> None:
+    def retireWorker(self, worker: PoolWorker, cause: str) -> None:
         """
-        Tell an accepting worker to retire, for instance to shrink the pool.
+        Tell an accepting worker to retire: it was replaced, or the pool
+        shrinks.
         """
         if worker.state is WorkerState.ACCEPTING:
+            self._count(cause)
             worker.retire()
-            self._retire(worker)
+            self._retire(worker, cause)
 
-    def _retire(self, worker: PoolWorker) -> None:
+    def _retire(self, worker: PoolWorker, cause: str) -> None:
         worker.state = WorkerState.RETIRING
         self._setTimer(worker, self.grace, self._graceOver)
         self.log.info(
-            "{worker} is retiring ({summary})",
+            "{worker} is retiring ({cause}) ({summary})",
             worker=worker.describe(),
+            cause=cause,
             summary=self.summary(),
         )
 
@@ -238,7 +348,7 @@ class Pool:
         """
         self._cancelTimer(worker)
         self.workers.pop(worker.number, None)
-        readyAt = self._readyAt.pop(worker.number, None)
+        record = self._records.pop(worker.number)
         state = worker.state
         if state in (WorkerState.RETIRING, WorkerState.STOPPING):
             self.log.info(
@@ -248,11 +358,14 @@ class Pool:
                 summary=self.summary(),
             )
         elif state is WorkerState.BOOTING:
+            self._count("boot failure")
             if not self.lastFailure.startswith(worker.describe()):
                 self.lastFailure = f"{worker.describe()} {how} before it was ready"
+            self._abortReload()
             self._failed(f"boot failure: {self.lastFailure}")
         else:
-            uptime = self.clock.seconds() - (readyAt or 0.0)
+            self._count("crash")
+            uptime = self.clock.seconds() - (record.readyAt or record.startedAt)
             self.log.error(
                 "{worker} {how} after {uptime:.1f}s of serving; replacing it",
                 worker=worker.describe(),
@@ -260,11 +373,10 @@ class Pool:
                 uptime=uptime,
             )
             if uptime < self.minUptime:
-                self._failed(
-                    f"{worker.describe()} died {uptime:.1f}s after it was ready"
-                )
+                self._failed(f"{worker.describe()} died {uptime:.1f}s after start")
         self._checkStopped()
         self._fill()
+        self._continueReload()
 
     def _failed(self, reason: str) -> None:
         self.failures += 1
@@ -294,6 +406,109 @@ class Pool:
         self._retry = None
         self._fill()
 
+    # Heartbeats.
+
+    def _checkHeartbeats(self) -> None:
+        now = self.clock.seconds()
+        for worker in self.inState(WorkerState.ACCEPTING, WorkerState.RETIRING):
+            record = self._records[worker.number]
+            silent = now - record.lastSeen
+            if record.stuck or silent < self.heartbeatTimeout:
+                continue
+            record.stuck = True
+            self._count("heartbeat timeout")
+            self.log.error(
+                "{worker} is stuck: no heartbeat for {silent:.1f}s (timeout "
+                "{timeout:g}s); its stack follows, then SIGTERM, then SIGKILL "
+                "after {delay:g}s",
+                worker=worker.describe(),
+                silent=silent,
+                timeout=self.heartbeatTimeout,
+                delay=self.stuckKillDelay,
+            )
+            worker.dumpStack()
+            worker.terminate()
+            if worker.state is WorkerState.ACCEPTING:
+                worker.state = WorkerState.RETIRING
+            self._setTimer(worker, self.stuckKillDelay, lambda w: w.kill())
+            self._fill()
+
+    # Changing the pool.
+
+    def resize(self, size: int) -> None:
+        """
+        Keep C{size} workers from now on (at least 1): more are started at
+        once, surplus ones retire gracefully.
+        """
+        size = max(1, size)
+        if size == self.size:
+            return
+        self.log.info("pool size {old} -> {new}", old=self.size, new=size)
+        self.size = size
+        self._trim()
+        self._fill()
+
+    def _trim(self) -> None:
+        """
+        Retire accepting workers beyond the size, oldest first.  Workers
+        still booting are left to become ready first.
+        """
+        while self.running and len(self._serving()) > self.size:
+            accepting = [w for w in self._serving() if w.state is WorkerState.ACCEPTING]
+            if not accepting:
+                return
+            self.retireWorker(accepting[0], "scaling")
+
+    def reload(self) -> None:
+        """
+        Replace every worker by a fresh one, new first: at most C{surplus}
+        replacements boot at a time, and an old worker retires only when a
+        replacement is ready.
+        """
+        if not self.running:
+            return
+        self.generation += 1
+        self.reloading = True
+        self.log.info(
+            "reload: replacing {n} workers, {batch} at a time",
+            n=len(self._busy()),
+            batch=self.surplus,
+        )
+        self._continueReload()
+
+    def _continueReload(self) -> None:
+        if not self.reloading or not self.running:
+            return
+        old = [
+            w
+            for w in self._serving()
+            if w.state is WorkerState.ACCEPTING
+            and self._records[w.number].generation < self.generation
+        ]
+        inFlight = len(self.doomed(Doom.RELOAD))
+        for worker in old[: max(0, self.surplus - inFlight)]:
+            self._records[worker.number].doom = Doom.RELOAD
+        if not old and not inFlight:
+            self.reloading = False
+            self.log.info(
+                "reload finished: every worker is new ({summary})",
+                summary=self.summary(),
+            )
+            return
+        self._fill()
+
+    def _abortReload(self) -> None:
+        if not self.reloading:
+            return
+        self.reloading = False
+        for worker in self.doomed(Doom.RELOAD):
+            self._records[worker.number].doom = None
+        self.log.error(
+            "reload stopped: a new worker failed to boot; the old workers "
+            "keep serving ({summary})",
+            summary=self.summary(),
+        )
+
     # Stopping.
 
     def stop(self) -> Deferred[None]:
@@ -304,6 +519,9 @@ class Pool:
         @return: fires when every worker is gone.
         """
         self.running = False
+        self.reloading = False
+        if self._heartbeats.running:
+            self._heartbeats.stop()
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None

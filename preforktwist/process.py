@@ -23,6 +23,7 @@ from preforktwist.control import (
     BootFailed,
     ControlChannel,
     Counts,
+    NearAllowance,
     Ready,
     ReplaceMe,
     Retire,
@@ -61,12 +62,18 @@ class _MasterControl(ControlChannel):
     @Counts.responder
     def counts(self, accepted: int, open: int, served: int) -> dict[str, Any]:
         self.worker.updateCounts(accepted, open, served)
+        self.worker.pool.workerAlive(self.worker)
+        return {}
+
+    @NearAllowance.responder
+    def nearAllowance(self) -> dict[str, Any]:
+        self.worker.pool.workerNearAllowance(self.worker)
         return {}
 
     @ReplaceMe.responder
-    def replaceMe(self, accepted: int, open: int) -> dict[str, Any]:
+    def replaceMe(self, accepted: int, open: int, cause: str) -> dict[str, Any]:
         self.worker.updateCounts(accepted, open, accepted - open)
-        self.worker.pool.workerWantsReplacement(self.worker)
+        self.worker.pool.workerWantsReplacement(self.worker, cause)
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -206,7 +213,18 @@ class WorkerProcess(ProcessProtocol):
     def kill(self) -> None:
         self._signal("KILL")
 
-    def _signal(self, name: str) -> None:
+    def terminate(self) -> None:
+        self._signal("TERM")
+
+    def dumpStack(self) -> None:
+        """
+        The worker registered faulthandler for SIGUSR2: it writes every
+        thread's stack to its stderr, which reaches our log, even while its
+        Python code is stuck.
+        """
+        self._signal(signal.SIGUSR2)
+
+    def _signal(self, name: str | int) -> None:
         if self.exited or self.transport is None:
             return
         try:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 from preforktwist.control import WorkerConfig
 from preforktwist.listening import Listener, parseListen
 from preforktwist.loading import DEFAULT_PROTOCOL
+from preforktwist.logfiles import reopenLogFiles
 from preforktwist.pool import Pool
 from preforktwist.process import WorkerProcess
 from preforktwist.titles import setTitle
@@ -63,6 +65,12 @@ class PreforkService(Service):
         grace: float = 30.0,
         backlog: int | None = None,
         bootTimeout: float = 30.0,
+        maxConnectionsJitter: int = 0,
+        replaceAt: float = 0.9,
+        maxConcurrent: int = 1000,
+        heartbeatTimeout: float = 30.0,
+        workerInit: str | None = None,
+        reloadBatch: int = 1,
         reactor: Any = None,
     ) -> None:
         """
@@ -78,6 +86,22 @@ class PreforkService(Service):
             finish its open connections before it is killed.
         @param backlog: the listen backlog, overriding the endpoints'.
         @param bootTimeout: seconds a worker may take to become ready.
+        @param maxConnectionsJitter: each worker's allowance is
+            C{maxConnectionsPerWorker + randint(0, maxConnectionsJitter)},
+            so that workers do not all retire together.
+        @param replaceAt: the share of its allowance after which a worker
+            asks for its replacement ahead of time; 1 for only when used up.
+        @param maxConcurrent: connections one worker holds open at once
+            before it leaves new ones queued for its siblings; 0 for no cap.
+        @param heartbeatTimeout: seconds a worker's reactor may go without
+            proving that it turns before the worker is killed and replaced;
+            0 disables the check.
+        @param workerInit: dotted name of a callable run in each worker
+            before it accepts; it may return a L{Deferred}.  If it fails,
+            that worker is a boot failure.
+        @param reloadBatch: workers replaced at a time by a rolling reload,
+            and replacements started ahead of time at once: the most workers
+            beyond C{workers} that may run.
         @raise ValueError: for a value that cannot work.
         @raise preforktwist.listening.ListenError: for a bad endpoint.
         """
@@ -88,8 +112,14 @@ class PreforkService(Service):
         workers = defaultWorkerCount() if workers is None else workers
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
-        if maxConnectionsPerWorker < 0 or grace < 0 or bootTimeout <= 0:
-            raise ValueError("counts and times must not be negative")
+        if min(maxConnectionsPerWorker, maxConnectionsJitter, maxConcurrent) < 0:
+            raise ValueError("counts must not be negative")
+        if grace < 0 or heartbeatTimeout < 0 or bootTimeout <= 0:
+            raise ValueError("times must not be negative")
+        if not 0 < replaceAt <= 1:
+            raise ValueError("replaceAt must be above 0 and at most 1")
+        if reloadBatch < 1:
+            raise ValueError("reloadBatch must be at least 1")
         descriptions = [listen] if isinstance(listen, str) else list(listen)
         if not descriptions:
             raise ValueError("nothing to listen on")
@@ -97,6 +127,10 @@ class PreforkService(Service):
         self.protocol = protocol
         self.factory = factory
         self.maxConnectionsPerWorker = maxConnectionsPerWorker
+        self.maxConnectionsJitter = maxConnectionsJitter
+        self.replaceAt = replaceAt
+        self.maxConcurrent = maxConcurrent
+        self.workerInit = workerInit
         self.grace = grace
         self.listeners = [Listener(parseListen(d, backlog)) for d in descriptions]
         self.pool = Pool(
@@ -106,6 +140,8 @@ class PreforkService(Service):
             grace=grace + 1.0,  # the worker's own deadline comes first
             bootTimeout=bootTimeout,
             giveUp=self._giveUp,
+            surplus=reloadBatch,
+            heartbeatTimeout=heartbeatTimeout,
         )
         self._stopping = False
         self._oldHandlers: dict[int, Any] = {}
@@ -193,13 +229,23 @@ class PreforkService(Service):
             factory=self.factory,
             families=[listener.spec.family for listener in self.listeners],
             listen=self.descriptions,
-            allowance=self.maxConnectionsPerWorker,
+            allowance=self._allowance(),
+            replaceAt=self.replaceAt,
+            maxOpen=self.maxConcurrent,
+            workerInit=self.workerInit,
             grace=self.grace,
             reactor=type(self.reactor).__module__,
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
         worker.spawn(config, [listener.fileno for listener in self.listeners])
         return worker
+
+    def _allowance(self) -> int:
+        if not self.maxConnectionsPerWorker:
+            return 0
+        return self.maxConnectionsPerWorker + random.randint(
+            0, self.maxConnectionsJitter
+        )
 
     def _giveUp(self, reason: str) -> None:
         """
@@ -224,11 +270,28 @@ class PreforkService(Service):
         makes the stop immediate.
         """
 
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.reactor.callFromThread(self._stopSignalled, signum)
+        actions: dict[int, Callable[[int], None]] = {
+            signal.SIGINT: self._stopSignalled,
+            signal.SIGTERM: self._stopSignalled,
+            signal.SIGHUP: lambda signum: self.pool.reload(),
+            signal.SIGTTIN: lambda signum: self.pool.resize(self.pool.size + 1),
+            signal.SIGTTOU: lambda signum: self.pool.resize(self.pool.size - 1),
+            signal.SIGUSR1: lambda signum: self._reopenLogs(),
+        }
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.reactor.callFromThread(actions[signum], signum)
+
+        for signum in actions:
             self._oldHandlers[signum] = signal.signal(signum, handler)
+
+    def _reopenLogs(self) -> None:
+        reopened = reopenLogFiles()
+        self.log.info(
+            "SIGUSR1: reopened {n} log files {names}",
+            n=len(reopened),
+            names=reopened,
+        )
 
     def _restoreSignalHandlers(self) -> None:
         for signum, old in self._oldHandlers.items():

@@ -11,7 +11,8 @@ import signal
 import socket
 from typing import Any
 
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -23,13 +24,14 @@ from preforktwist.control import (
     BootFailed,
     ControlChannel,
     Counts,
+    NearAllowance,
     Ready,
     ReplaceMe,
     Retire,
     Stop,
     WorkerConfig,
 )
-from preforktwist.loading import FactoryError, loadFactory
+from preforktwist.loading import FactoryError, loadFactory, loadWorkerInit
 
 #: Exit status of a worker that could not start serving.
 EXIT_BOOT_FAILURE = 3
@@ -80,16 +82,21 @@ class Worker:
             maxOpen=config.maxOpen,
             onExhausted=self._allowanceUsed,
             onIdle=self._idle,
+            onAccepted=self._accepted,
         )
         self.control: _WorkerControl | None = None
         self.finishing = False
+        self._nearAllowanceSent = False
         self._counts = LoopingCall(self._sendCounts)
         self._deadline: Any = None
 
-    def start(self, controlFD: int, firstListenFD: int) -> None:
+    # Starting.
+
+    def start(self, controlFD: int, firstListenFD: int) -> Deferred[None]:
         """
-        Connect the control channel, build the factory, adopt the sockets,
-        and tell the master we are ready.
+        Connect the control channel, build the factory, run the worker-init
+        hook, adopt the sockets, and tell the master we are ready.  Anything
+        that fails on the way is a boot failure, reported to the master.
         """
         control = self.control = _WorkerControl(self)
         os.set_blocking(controlFD, False)
@@ -97,26 +104,57 @@ class Worker:
             controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: control)
         )
         os.close(controlFD)
-        try:
-            factory = loadFactory(self.config.protocol, self.config.factory)
-        except FactoryError as e:
-            for offset in range(len(self.config.families)):
-                os.close(firstListenFD + offset)
-            self._bootFailed(str(e))
-            return
-        for offset, family in enumerate(self.config.families):
-            fd = firstListenFD + offset
-            adoptListener(self.reactor, fd, family, factory, self.budget)
-            os.close(fd)
-        self._call(Ready, pid=os.getpid())
+        # Heartbeats start now: a worker-init that hangs is the boot
+        # timeout's business, a reactor that stops turning is the
+        # heartbeat's.
         self._counts.start(self.config.countsInterval, now=False)
+        fds = [firstListenFD + i for i in range(len(self.config.families))]
+        d = self._boot(fds)
+        d.addErrback(self._bootFailed, fds)
+        return d
 
-    def _bootFailed(self, reason: str) -> None:
+    @inlineCallbacks
+    def _boot(self, fds: list[int]) -> Any:
+        factory: IProtocolFactory = loadFactory(
+            self.config.protocol, self.config.factory
+        )
+        if self.config.workerInit is not None:
+            init = loadWorkerInit(self.config.workerInit)
+            yield maybeDeferred(init)
+        if self.finishing:
+            # Told to stop while starting: there is nothing to drain.
+            self._closeFDs(fds)
+            self._exit()
+            return
+        for fd, family in zip(fds, self.config.families, strict=True):
+            adoptListener(self.reactor, fd, family, factory, self.budget)
+        self._closeFDs(fds)
+        self._call(Ready, pid=os.getpid())
+
+    @staticmethod
+    def _closeFDs(fds: list[int]) -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _bootFailed(self, failure: Failure, fds: list[int]) -> None:
+        self._closeFDs(fds)
+        if failure.check(FactoryError):
+            reason = str(failure.value)
+        else:
+            reason = f"--worker-init {self.config.workerInit}: raised " + (
+                f"{failure.type.__name__}: {failure.value}"  # type: ignore[union-attr]
+            )
+            self.log.failure("worker-init failed", failure)
         self.log.error("cannot start: {reason}", reason=reason)
         self.exitStatus = EXIT_BOOT_FAILURE
         self.finishing = True
         d = self._call(BootFailed, reason=reason)
         d.addBoth(lambda _: self._exit())
+
+    # Talking to the master.
 
     def _call(self, command: type[amp.Command], **kwargs: Any) -> Any:
         """
@@ -132,12 +170,29 @@ class Worker:
         b = self.budget
         self._call(Counts, accepted=b.accepted, open=b.open, served=b.served)
 
+    def _accepted(self) -> None:
+        b = self.budget
+        if (
+            b.allowance
+            and not self._nearAllowanceSent
+            and b.accepted >= b.allowance * self.config.replaceAt
+            and b.accepted < b.allowance
+        ):
+            self._nearAllowanceSent = True
+            self._call(NearAllowance)
+
+    def _replaceMe(self, cause: str) -> None:
+        b = self.budget
+        self._call(ReplaceMe, accepted=b.accepted, open=b.open, cause=cause)
+
+    # Finishing.
+
     def _allowanceUsed(self) -> None:
         self.log.info(
             "served its allowance of {n} connections; asking for a replacement",
             n=self.budget.allowance,
         )
-        self._call(ReplaceMe, accepted=self.budget.accepted, open=self.budget.open)
+        self._replaceMe("allowance")
         self.finish("allowance used", drain=False)
 
     def signalled(self, signum: int) -> None:
@@ -147,9 +202,8 @@ class Worker:
         """
         if self.finishing:
             return
-        name = signal.Signals(signum).name
-        self._call(ReplaceMe, accepted=self.budget.accepted, open=self.budget.open)
-        self.finish(f"received {name}", drain=False)
+        self._replaceMe("signal")
+        self.finish(f"received {signal.Signals(signum).name}", drain=False)
 
     def controlLost(self) -> None:
         if self.finishing and self.budget.open == 0:
@@ -160,14 +214,13 @@ class Worker:
     def finish(self, why: str, drain: bool) -> None:
         """
         Accept nothing more, then exit once the open connections are done,
-        or when the grace period ends, whichever comes first.
+        or when the grace period ends, whichever comes first.  Heartbeats go
+        on meanwhile: a worker finishing long connections is not stuck.
         """
         if self.finishing:
             return
         self.finishing = True
         self.budget.close(drain=drain)
-        if self._counts.running:
-            self._counts.stop()
         self._sendCounts()
         self.log.info(
             "{why}: stopped accepting after {accepted} connections; "
@@ -203,6 +256,8 @@ class Worker:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+        if self._counts.running:
+            self._counts.stop()
         transport: Any = self.control and self.control.transport
         if transport and transport.connected and not transport.disconnecting:
             transport.loseConnection()

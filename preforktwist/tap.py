@@ -17,6 +17,10 @@ from preforktwist.service import PreforkService, defaultWorkerCount
 #: The most workers one master will keep: beyond this a value is a typo.
 MAX_WORKERS = 1024
 
+_COUNT = "a whole number, 0 or more"
+_WORKERS = f"a whole number from 1 to {MAX_WORKERS}"
+_SECONDS = "a number of seconds from 0 to 86400"
+
 
 def _number(
     option: str, kind: Callable[[str], Any], low: float, high: float, what: str
@@ -72,7 +76,7 @@ class Options(usage.Options):
                 int,
                 1,
                 MAX_WORKERS,
-                f"a whole number from 1 to {MAX_WORKERS}",
+                _WORKERS,
             ),
         ],
         [
@@ -81,8 +85,68 @@ class Options(usage.Options):
             0,
             "A worker serves this many connections and is then replaced; "
             "0 means never.",
+            _number("max-connections-per-worker", int, 0, 2**62, _COUNT),
+        ],
+        [
+            "max-connections-jitter",
+            None,
+            0,
+            "Each worker's allowance is -m plus a random 0 to this many, so "
+            "that workers do not all retire together.",
+            _number("max-connections-jitter", int, 0, 2**62, _COUNT),
+        ],
+        [
+            "replace-at",
+            None,
+            0.9,
+            "Share of its allowance after which a worker asks for its "
+            "replacement ahead of time, so the pool never dips; 1 asks only "
+            "when the allowance is used up.",
+            _number("replace-at", float, 0.01, 1, "a number from 0.01 to 1"),
+        ],
+        [
+            "max-concurrent",
+            "c",
+            1000,
+            "Connections one worker holds open at once; at the cap it stops "
+            "accepting and leaves new ones queued for the other workers. "
+            "0 means no cap.",
+            _number("max-concurrent", int, 0, 2**31, _COUNT),
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            30.0,
+            "Seconds a worker's reactor may go without turning before the "
+            "worker is killed (its stack logged) and replaced; 0 disables.",
             _number(
-                "max-connections-per-worker", int, 0, 2**62, "a whole number, 0 or more"
+                "heartbeat-timeout",
+                float,
+                0,
+                86400,
+                _SECONDS,
+            ),
+        ],
+        [
+            "worker-init",
+            None,
+            None,
+            "Dotted name of a callable run in each worker before it accepts "
+            "(it may return a Deferred); if it fails, the worker is a boot "
+            "failure.",
+        ],
+        [
+            "reload-batch",
+            None,
+            1,
+            "Workers a rolling reload (SIGHUP) replaces at a time: at most "
+            "this many run beyond --workers.",
+            _number(
+                "reload-batch",
+                int,
+                1,
+                MAX_WORKERS,
+                _WORKERS,
             ),
         ],
         [
@@ -91,7 +155,7 @@ class Options(usage.Options):
             30.0,
             "Seconds a retiring or stopping worker may take to finish its "
             "open connections before it is killed.",
-            _number("grace", float, 0, 86400, "a number of seconds from 0 to 86400"),
+            _number("grace", float, 0, 86400, _SECONDS),
         ],
         [
             "backlog",
@@ -171,6 +235,12 @@ def makeService(config: Options) -> IService:
             grace=config["grace"],
             backlog=config["backlog"],
             bootTimeout=config["boot-timeout"],
+            maxConnectionsJitter=config["max-connections-jitter"],
+            replaceAt=config["replace-at"],
+            maxConcurrent=config["max-concurrent"],
+            heartbeatTimeout=config["heartbeat-timeout"],
+            workerInit=config["worker-init"],
+            reloadBatch=config["reload-batch"],
         )
         service.bindListeners()
     except (ValueError, ListenError) as e:

@@ -12,7 +12,9 @@ control channel, exit.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
+import resource
 import signal
 import sys
 from types import FrameType
@@ -29,6 +31,7 @@ from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
+from preforktwist.serving import Worker
 from preforktwist.titles import setTitle
 
 log = Logger()
@@ -72,6 +75,33 @@ def _dieWithParent(masterPid: int) -> bool:
     return os.getppid() == masterPid
 
 
+#: File descriptors kept free beside the connections: the control channel,
+#: the pipes, the listening sockets, and whatever the user's code opens.
+FD_RESERVE = 64
+
+
+def _capConcurrency(worker: Worker) -> None:
+    """
+    Keep the concurrency cap below the file-descriptor limit.  A worker
+    that runs out of descriptors makes Twisted accept and close queued
+    connections to recover (losing them); a worker at its cap leaves them
+    queued for its siblings instead.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or not worker.budget.maxOpen:
+        return
+    limit = max(1, soft - FD_RESERVE)
+    if worker.budget.maxOpen > limit:
+        worker.log.warn(
+            "--max-concurrent {wanted} is above what the file-descriptor limit "
+            "({soft}) allows; using {limit}",
+            wanted=worker.budget.maxOpen,
+            soft=soft,
+            limit=limit,
+        )
+        worker.budget.maxOpen = limit
+
+
 def _installReactor(name: str) -> None:
     if name and "twisted.internet.reactor" not in sys.modules:
         try:
@@ -110,14 +140,17 @@ def main(argv: list[str] | None = None) -> None:
         [_PipeObserver(sys.__stdout__, sys.__stderr__)],  # type: ignore[arg-type]
         redirectStandardIO=True,
     )
-    from preforktwist.serving import Worker
-
     worker = Worker(config, reactor)
     if not _dieWithParent(config.masterPid):
         log.warn(
             "master {pid} is gone before this worker started", pid=config.masterPid
         )
         os._exit(1)
+    # The master sends SIGUSR2 to a worker that stopped turning its reactor:
+    # faulthandler writes every thread's stack to stderr, from C, even while
+    # the Python code is stuck.
+    faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
+    _capConcurrency(worker)
     setTitle(f"preforktwist worker {config.number} {' '.join(config.listen)}")
 
     def installSignals() -> None:

@@ -27,6 +27,12 @@ class FakeWorker:
     def kill(self) -> None:
         self.calls.append("kill")
 
+    def terminate(self) -> None:
+        self.calls.append("terminate")
+
+    def dumpStack(self) -> None:
+        self.calls.append("dumpStack")
+
 
 class Harness:
     def __init__(self, size: int = 3, **kwargs: float) -> None:
@@ -72,7 +78,7 @@ def test_replacement_first() -> None:
     h.pool.start()
     h.readyAll()
     old = h.spawned[0]
-    h.pool.workerWantsReplacement(old)
+    h.pool.workerWantsReplacement(old, "allowance")
     assert old.state is WorkerState.RETIRING
     assert len(h.spawned) == 3
     assert h.busy() == 2
@@ -93,7 +99,7 @@ def test_never_more_than_size_busy() -> None:
                 h.pool.workerReady(worker)
             elif worker.state is WorkerState.ACCEPTING:
                 if round % 3:
-                    h.pool.workerWantsReplacement(worker)
+                    h.pool.workerWantsReplacement(worker, "allowance")
                 else:
                     h.pool.workerExited(worker, "was killed by SIGKILL")
             elif worker.state is WorkerState.RETIRING:
@@ -142,7 +148,7 @@ def test_boot_failures_after_ready_never_give_up() -> None:
     h.pool.start()
     h.readyAll()
     h.clock.advance(10)
-    h.pool.workerWantsReplacement(h.spawned[0])
+    h.pool.workerWantsReplacement(h.spawned[0], "allowance")
     for _ in range(10):
         booting = h.pool.inState(WorkerState.BOOTING)
         assert len(booting) <= 1
@@ -180,6 +186,123 @@ def test_retiring_worker_killed_after_grace() -> None:
     h = Harness(1, grace=5)
     h.pool.start()
     h.readyAll()
-    h.pool.workerWantsReplacement(h.spawned[0])
+    h.pool.workerWantsReplacement(h.spawned[0], "allowance")
     h.clock.advance(5)
     assert h.spawned[0].calls == ["kill"]
+
+
+def test_replacement_ahead_of_time() -> None:
+    """
+    A worker close to its allowance gets its replacement started while it
+    still accepts; when it retires, nothing more starts, and the pool never
+    has fewer than `size` accepting.
+    """
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    old = h.spawned[0]
+    h.pool.workerNearAllowance(old)
+    assert len(h.spawned) == 3
+    assert old.state is WorkerState.ACCEPTING
+    h.pool.workerNearAllowance(old)
+    assert len(h.spawned) == 3
+    h.pool.workerReady(h.spawned[2])
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 3
+    h.pool.workerWantsReplacement(old, "allowance")
+    assert len(h.spawned) == 3
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
+
+
+def test_surplus_bounds_early_replacements() -> None:
+    """
+    Every worker near its allowance at once: only `surplus` replacements
+    start ahead of time.
+    """
+    h = Harness(3, surplus=1)
+    h.pool.start()
+    h.readyAll()
+    for worker in list(h.spawned):
+        h.pool.workerNearAllowance(worker)
+    assert len(h.spawned) == 4
+    assert h.busy() <= 4
+
+
+def test_rolling_reload_one_at_a_time() -> None:
+    """
+    SIGHUP: one new worker boots; when it is ready one old one retires;
+    never more than size + 1 busy; at the end every accepting worker is new.
+    """
+    h = Harness(3)
+    h.pool.start()
+    h.readyAll()
+    old = set(h.pool.workers)
+    h.pool.reload()
+    assert h.pool.reloading
+    for _ in range(10):
+        assert h.busy() <= 4
+        booting = h.pool.inState(WorkerState.BOOTING)
+        if not booting:
+            break
+        assert len(booting) == 1
+        h.pool.workerReady(booting[0])
+        for w in h.pool.inState(WorkerState.RETIRING):
+            assert h.spawned[w.number - 1].calls == ["retire"]
+            h.pool.workerExited(w, "exited with status 0")
+    assert not h.pool.reloading
+    accepting = {w.number for w in h.pool.inState(WorkerState.ACCEPTING)}
+    assert len(accepting) == 3 and not accepting & old
+    assert h.pool.restarts == {"reload": 3}
+
+
+def test_failed_reload_keeps_old_workers() -> None:
+    h = Harness(3)
+    h.pool.start()
+    h.readyAll()
+    old = set(h.pool.workers)
+    h.pool.reload()
+    (new,) = h.pool.inState(WorkerState.BOOTING)
+    h.pool.workerBootFailed(new, "cannot import myapp")
+    h.pool.workerExited(new, "exited with status 3")
+    assert not h.pool.reloading
+    assert {w.number for w in h.pool.inState(WorkerState.ACCEPTING)} == old
+    h.clock.advance(60)
+    assert h.pool.inState(WorkerState.BOOTING) == []
+    assert not h.gaveUp
+
+
+def test_resize_up_and_down() -> None:
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    h.pool.resize(3)
+    assert len(h.spawned) == 3
+    h.readyAll()
+    h.pool.resize(1)
+    retiring = h.pool.inState(WorkerState.RETIRING)
+    assert [h.spawned[w.number - 1].calls for w in retiring] == [["retire"]] * 2
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 1
+    h.pool.resize(0)
+    assert h.pool.size == 1
+
+
+def test_heartbeat_timeout() -> None:
+    """
+    A worker silent for longer than the timeout has its stack dumped, gets
+    SIGTERM, then SIGKILL, and a replacement starts at once.
+    """
+    h = Harness(2, heartbeatTimeout=10, stuckKillDelay=2)
+    h.pool.start()
+    h.readyAll()
+    alive, stuck = h.spawned
+    silentFor = 0
+    while not stuck.calls and silentFor < 20:
+        h.clock.advance(1)
+        silentFor += 1
+        h.pool.workerAlive(alive)
+    assert 10 <= silentFor <= 11
+    assert stuck.calls == ["dumpStack", "terminate"]
+    assert alive.calls == []
+    assert len(h.spawned) == 3
+    h.clock.advance(2)
+    assert stuck.calls == ["dumpStack", "terminate", "kill"]
+    assert h.pool.restarts == {"heartbeat timeout": 1}
