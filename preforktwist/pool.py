@@ -235,7 +235,11 @@ class Pool:
             self.workers[worker.number] = worker
             self._records[worker.number] = _Record(self.generation, now, lastSeen=now)
             self._setTimer(worker, self.bootTimeout, self._bootTimedOut)
-            self.log.info("started {worker}", worker=worker.describe())
+            self.log.info(
+                "started {worker} ({summary})",
+                worker=worker.describe(),
+                summary=self.summary(),
+            )
 
     def _setTimer(
         self, worker: PoolWorker, delay: float, f: Callable[[PoolWorker], None]

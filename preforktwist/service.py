@@ -238,6 +238,12 @@ class PreforkService(Service):
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
         worker.spawn(config, [listener.fileno for listener in self.listeners])
+        if config.allowance:
+            self.log.info(
+                "{worker} may accept {allowance} connections",
+                worker=worker.describe(),
+                allowance=config.allowance,
+            )
         return worker
 
     def _allowance(self) -> int:

@@ -64,3 +64,67 @@ echoFactory = Factory.forProtocol(PidEcho)
 
 def raisingFactory() -> Factory:
     raise RuntimeError("the database is down")
+
+
+class Blocking(Protocol):
+    """
+    Block the worker's reactor for a minute on the first message: a hung
+    worker for the heartbeat to find.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        import time
+
+        time.sleep(60)
+
+
+_open = 0
+_mostOpen = 0
+
+
+class CountsConcurrency(Protocol):
+    """
+    Answer after a second with C{PID:most connections this worker ever had
+    open at once}.
+    """
+
+    def connectionMade(self) -> None:
+        global _open, _mostOpen
+        _open += 1
+        _mostOpen = max(_mostOpen, _open)
+        reactor.callLater(1.0, self._reply)
+
+    def _reply(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"%d:%d" % (os.getpid(), _mostOpen))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: object = None) -> None:
+        global _open
+        _open -= 1
+
+
+initialised: list[int] = []
+
+
+def workerInit() -> None:
+    """
+    A --worker-init that fails while the file named by
+    PREFORKTWIST_TEST_BREAK exists, and records that it ran otherwise.
+    """
+    marker = os.environ.get("PREFORKTWIST_TEST_BREAK", "")
+    if marker and os.path.exists(marker):
+        raise RuntimeError("init is broken on purpose")
+    initialised.append(os.getpid())
+
+
+class InitialisedEcho(Protocol):
+    """
+    Answer C{PID:load} if the worker-init ran before this connection.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        ok = initialised == [os.getpid()]
+        self.transport.write(b"%d:%s" % (os.getpid(), data if ok else b"no init"))
+        self.transport.loseConnection()

@@ -181,6 +181,29 @@ class Master:
             )
         ]
 
+    def poolSummaries(self) -> list[dict[str, int]]:
+        """
+        The pool's state after each change it logged: C{(1 booting, 2
+        accepting)} at the end of a line becomes C{{"booting": 1,
+        "accepting": 2}}.
+        """
+        summaries = []
+        for line in self.log():
+            match = re.search(r"\(((?:\d+ \w+(?:, )?)+|none)\)$", line)
+            if match and "preforktwist.pool" in line:
+                pairs = re.findall(r"(\d+) (\w+)", match.group(1))
+                summaries.append({state: int(n) for n, state in pairs})
+        return summaries
+
+    def mostBusy(self) -> int:
+        """
+        The most workers booting or accepting at once, as the pool logged.
+        """
+        return max(
+            (s.get("booting", 0) + s.get("accepting", 0) for s in self.poolSummaries()),
+            default=0,
+        )
+
     def liveWorkers(self) -> list[int]:
         return [pid for pid in childrenOf(self.pid) if isAlive(pid)]
 
@@ -240,3 +263,69 @@ def exchange(
 
 def lines(text: str) -> Iterator[str]:
     return iter(text.splitlines())
+
+
+class Load:
+    """
+    Clients that stream connections to C{port} from a few threads until
+    stopped (or until C{limit} connections), recording for each whether it
+    was served and by which worker.  The server must answer like
+    C{tests.apps.PidEcho}: C{PID:payload}.
+    """
+
+    def __init__(
+        self, port: int, clients: int = 4, limit: int = 100_000, pause: float = 0.0
+    ) -> None:
+        self.port = port
+        self.limit = limit
+        self.pause = pause
+        self.served: list[tuple[float, int]] = []
+        self.failed: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    @property
+    def attempted(self) -> int:
+        return len(self.served) + len(self.failed)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.attempted < self.limit:
+            at = time.monotonic()
+            try:
+                reply = exchange(self.port, b"load", timeout=10)
+            except OSError as e:
+                self.failed.append((at, type(e).__name__))
+                continue
+            pid, _, echoed = reply.partition(b":")
+            if echoed == b"load":
+                self.served.append((at, int(pid)))
+            else:
+                self.failed.append((at, f"short answer {reply!r}"))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def waitForMore(self, count: int, timeout: float = 30.0) -> None:
+        """
+        Wait until C{count} more connections were served.
+        """
+        target = len(self.served) + count
+        waitUntil(lambda: len(self.served) >= target, timeout, f"{count} more served")
+
+    def pidsSince(self, since: float) -> set[int]:
+        return {pid for at, pid in self.served if at >= since}
+
+    def report(self) -> str:
+        return (
+            f"attempted {self.attempted}, served {len(self.served)}, "
+            f"failed {len(self.failed)} {self.failed[:5]}"
+        )
