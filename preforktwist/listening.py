@@ -83,9 +83,10 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
     recorder = _RecordingReactor()
     try:
         endpoint = serverFromString(recorder, description)
-    except (ValueError, KeyError, TypeError) as e:
+    except Exception as e:
         raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
-    result = endpoint.listen(Factory.forProtocol(Protocol))
+    factory = Factory.forProtocol(Protocol)
+    result = endpoint.listen(factory)
     failures: list[Exception] = []
     result.addErrback(lambda f: failures.append(f.value))
     if failures and not isinstance(failures[0], AttributeError):
@@ -95,6 +96,11 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
             f"endpoint {description!r} is not supported: use tcp:, tcp6: or unix:"
         )
     kind, args, kwargs = recorder.calls[0]
+    if args[1] is not factory:
+        # A wrapping endpoint (haproxy:, ...) would be silently dropped.
+        raise ListenError(
+            f"endpoint {description!r} is not supported: use tcp:, tcp6: or unix:"
+        )
     wanted = kwargs.get("backlog", DEFAULT_BACKLOG)
     if backlog is not None:
         wanted = backlog
@@ -103,6 +109,10 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
         wanted = DEFAULT_BACKLOG
     if kind == "tcp":
         port, interface = args[0], kwargs.get("interface", "")
+        if not 0 <= port <= 65535:
+            raise ListenError(
+                f"endpoint {description!r}: port {port} is not 0 to 65535"
+            )
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
         return ListenSpec(description, family, (interface, port), wanted)
     path = args[0]
@@ -147,10 +157,10 @@ class Listener:
                 sock.bind(spec.address)
             sock.listen(spec.backlog)
             sock.setblocking(False)
-        except OSError as e:
+        except (OSError, OverflowError, ValueError) as e:
             sock.close()
             self._unlock()
-            reason = e.strerror or str(e)
+            reason = getattr(e, "strerror", None) or str(e)
             raise ListenError(
                 f"cannot listen on {spec.description}: {reason}"
             ) from None

@@ -67,8 +67,11 @@ class PoolWorker(Protocol):
     def retire(self) -> None:
         """Ask the worker to stop accepting, finish and exit."""
 
-    def stop(self) -> None:
-        """Ask the worker to accept what is queued, finish and exit."""
+    def stop(self) -> Deferred[None]:
+        """
+        Ask the worker to accept what is queued, finish and exit.  The
+        result fires once the worker has closed its listening sockets.
+        """
 
     def dumpStack(self) -> None:
         """Make the worker write its Python stack to its log (faulthandler)."""
@@ -85,7 +88,7 @@ class Doom(enum.Enum):
     Why a worker's replacement is wanted while it still accepts.
     """
 
-    ALLOWANCE = "close to its allowance"
+    ALLOWANCE = "allowance"
     RELOAD = "reload"
 
 
@@ -175,6 +178,8 @@ class Pool:
         self._timers: dict[int, IDelayedCall] = {}
         self._retry: IDelayedCall | None = None
         self._stopped: list[Deferred[None]] = []
+        self._drained: list[Deferred[None]] = []
+        self._holdingSockets: set[int] = set()
         self._heartbeats = LoopingCall(self._checkHeartbeats)
         self._heartbeats.clock = clock
 
@@ -191,12 +196,16 @@ class Pool:
         """Workers booting or accepting that are not to be replaced."""
         return [w for w in self._busy() if self._records[w.number].doom is None]
 
-    def doomed(self, why: Doom) -> list[PoolWorker]:
-        """Accepting workers whose replacement is wanted, oldest first."""
+    def doomed(self, why: Doom | None = None) -> list[PoolWorker]:
+        """
+        Accepting workers whose replacement is wanted (for C{why}, or for
+        any reason), oldest first.
+        """
         return [
             w
             for w in self.inState(WorkerState.ACCEPTING)
-            if self._records[w.number].doom is why
+            if self._records[w.number].doom is not None
+            and why in (None, self._records[w.number].doom)
         ]
 
     def summary(self) -> str:
@@ -230,7 +239,15 @@ class Pool:
             missing = min(missing, 1 - len(self.inState(WorkerState.BOOTING)))
         for _ in range(missing):
             self.spawned += 1
-            worker = self._spawn(self.spawned)
+            try:
+                worker = self._spawn(self.spawned)
+            except Exception as e:
+                # Out of processes or file descriptors: a failure like a
+                # boot failure, retried with the same backoff.
+                self.lastFailure = f"cannot start a worker: {e}"
+                self._count("boot failure")
+                self._failed(self.lastFailure)
+                return
             now = self.clock.seconds()
             self.workers[worker.number] = worker
             self._records[worker.number] = _Record(self.generation, now, lastSeen=now)
@@ -274,8 +291,12 @@ class Pool:
 
     def workerReady(self, worker: PoolWorker) -> None:
         self._cancelTimer(worker)
-        if not self.running or worker.state is not WorkerState.BOOTING:
-            self._stopWorker(worker)
+        if worker.state is WorkerState.STOPPING:
+            # The server began to stop while this worker booted: it may be
+            # the only one left to serve what is queued, so it drains.
+            self._drainWorker(worker)
+            return
+        if worker.state is not WorkerState.BOOTING:
             return
         worker.state = WorkerState.ACCEPTING
         record = self._records[worker.number]
@@ -288,8 +309,10 @@ class Pool:
             summary=self.summary(),
         )
         # A replacement is ready: the worker it replaces may go now.
-        for replaced in self.doomed(Doom.RELOAD)[:1]:
-            self.retireWorker(replaced, "reload")
+        for replaced in self.doomed()[:1]:
+            doom = self._records[replaced.number].doom
+            assert doom is not None
+            self.retireWorker(replaced, doom.value)
         self._trim()
         self._continueReload()
 
@@ -352,6 +375,7 @@ class Pool:
         """
         self._cancelTimer(worker)
         self.workers.pop(worker.number, None)
+        self._socketsReleased(worker)
         record = self._records.pop(worker.number)
         state = worker.state
         if state in (WorkerState.RETIRING, WorkerState.STOPPING):
@@ -530,23 +554,48 @@ class Pool:
             self._retry.cancel()
             self._retry = None
         for worker in list(self.workers.values()):
-            self._stopWorker(worker)
+            if worker.state is WorkerState.BOOTING:
+                # Stopped once it is ready (the boot timeout still applies).
+                worker.state = WorkerState.STOPPING
+                self._holdingSockets.add(worker.number)
+            elif worker.state is WorkerState.ACCEPTING:
+                self._drainWorker(worker)
+        self._checkDrained()
         if not self.workers:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._stopped.append(d)
         return d
 
-    def _stopWorker(self, worker: PoolWorker) -> None:
-        if worker.state is WorkerState.BOOTING:
-            # It has accepted nothing; it need not drain.
-            worker.state = WorkerState.STOPPING
-            worker.kill()
+    def _drainWorker(self, worker: PoolWorker) -> None:
+        worker.state = WorkerState.STOPPING
+        self._holdingSockets.add(worker.number)
+        self._setTimer(worker, self.grace, self._graceOver)
+        worker.stop().addCallback(lambda _: self._socketsReleased(worker))
+
+    def _socketsReleased(self, worker: PoolWorker) -> None:
+        self._holdingSockets.discard(worker.number)
+        self._checkDrained()
+
+    def whenDrained(self) -> Deferred[None]:
+        """
+        After L{stop}: fires once no worker will accept again, because each
+        has drained the queue and closed its listening sockets, or is gone.
+        From then on, the listening sockets serve no purpose: closing them
+        makes new clients be refused at once instead of being queued and
+        reset later.
+        """
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        self._checkDrained()
+        return d
+
+    def _checkDrained(self) -> None:
+        if self.running or self._holdingSockets:
             return
-        if worker.state is WorkerState.ACCEPTING:
-            worker.stop()
-            worker.state = WorkerState.STOPPING
-            self._setTimer(worker, self.grace, self._graceOver)
+        waiting, self._drained = self._drained, []
+        for d in waiting:
+            d.callback(None)
 
     def stopNow(self) -> None:
         """

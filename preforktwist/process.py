@@ -11,6 +11,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
 from twisted.logger import Logger
@@ -150,6 +151,9 @@ class WorkerProcess(ProcessProtocol):
                 env=dict(os.environ),
                 childFDs=childFDs,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             # The master must not hold the worker's end, or it would never
             # see EOF when the worker dies.
@@ -193,22 +197,27 @@ class WorkerProcess(ProcessProtocol):
     def updateCounts(self, accepted: int, open: int, served: int) -> None:
         self.accepted, self.open, self.served = accepted, open, served
 
-    def _command(self, command: type[amp.Command]) -> None:
+    def _command(self, command: type[amp.Command]) -> Deferred[None]:
         """
-        Send C{command}; a worker that cannot hear it is asked by SIGTERM
-        instead, which the worker also takes as a graceful stop.
+        Send C{command}.  A worker that cannot hear it is sent SIGTERM
+        instead, which it also takes as a graceful stop.
+
+        @return: fires when the worker has carried the command out; never,
+            if it could not hear it (its exit says the rest).
         """
+        done: Deferred[None] = Deferred()
         if self.control is None or self.control.transport is None:
             self._signal("TERM")
-            return
+            return done
         d = self.control.callRemote(command)  # type: ignore[no-untyped-call]
-        d.addErrback(lambda f: self._signal("TERM"))
+        d.addCallbacks(lambda _: done.callback(None), lambda f: self._signal("TERM"))
+        return done
 
     def retire(self) -> None:
         self._command(Retire)
 
-    def stop(self) -> None:
-        self._command(Stop)
+    def stop(self) -> Deferred[None]:
+        return self._command(Stop)
 
     def kill(self) -> None:
         self._signal("KILL")

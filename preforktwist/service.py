@@ -116,6 +116,8 @@ class PreforkService(Service):
             raise ValueError("counts must not be negative")
         if grace < 0 or heartbeatTimeout < 0 or bootTimeout <= 0:
             raise ValueError("times must not be negative")
+        if 0 < heartbeatTimeout < 1:
+            raise ValueError("heartbeatTimeout must be 0 (off) or at least 1")
         if not 0 < replaceAt <= 1:
             raise ValueError("replaceAt must be above 0 and at most 1")
         if reloadBatch < 1:
@@ -210,6 +212,7 @@ class PreforkService(Service):
             grace=self.grace,
         )
         d = self.pool.stop()
+        self.pool.whenDrained().addCallback(lambda _: self._drained())
 
         def stopped(_: None) -> None:
             self.closeListeners()
@@ -218,6 +221,15 @@ class PreforkService(Service):
 
         d.addCallback(stopped)
         return d
+
+    def _drained(self) -> None:
+        """
+        No worker will accept again: close the sockets now, so that new
+        clients are refused at once rather than queued and reset later.
+        """
+        if any(listener.socket is not None for listener in self.listeners):
+            self.log.info("workers drained the queue: closing the listening sockets")
+            self.closeListeners()
 
     # Workers.
 
@@ -235,6 +247,8 @@ class PreforkService(Service):
             workerInit=self.workerInit,
             grace=self.grace,
             reactor=type(self.reactor).__module__,
+            # Four heartbeats per timeout, so one late one is no alarm.
+            countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
         worker.spawn(config, [listener.fileno for listener in self.listeners])
@@ -307,6 +321,7 @@ class PreforkService(Service):
     def _stopSignalled(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if not self._stopping:
+            self._stopping = True
             self.log.info("{name} received: stopping gracefully", name=name)
             self.reactor.stop()
         else:

@@ -6,6 +6,7 @@ program's start-up so it reads as one story.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -87,6 +88,12 @@ class Worker:
         self.control: _WorkerControl | None = None
         self.finishing = False
         self._nearAllowanceSent = False
+        # Ask for the replacement at this count: before the last connection
+        # even for small allowances, never before the first.
+        allowance = config.allowance
+        self._replaceAtCount = max(
+            1, min(math.ceil(allowance * config.replaceAt), allowance - 1)
+        )
         self._counts = LoopingCall(self._sendCounts)
         self._deadline: Any = None
 
@@ -173,10 +180,10 @@ class Worker:
     def _accepted(self) -> None:
         b = self.budget
         if (
-            b.allowance
+            b.allowance > 1
+            and self.config.replaceAt < 1
             and not self._nearAllowanceSent
-            and b.accepted >= b.allowance * self.config.replaceAt
-            and b.accepted < b.allowance
+            and self._replaceAtCount <= b.accepted < b.allowance
         ):
             self._nearAllowanceSent = True
             self._call(NearAllowance)

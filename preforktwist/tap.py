@@ -44,6 +44,22 @@ def _number(
     return coerce
 
 
+def _heartbeat(text: str) -> float:
+    """
+    0 disables the check; below a second, the heartbeat's own rhythm would
+    be too fine for a loaded machine.
+    """
+    value: float = _number("heartbeat-timeout", float, 0, 86400, _SECONDS)(text)
+    if 0 < value < 1:
+        raise ValueError(
+            f"--heartbeat-timeout: must be 0 (off) or at least 1, not {text!r}"
+        )
+    return value
+
+
+_heartbeat.coerceDoc = "(0 to disable, or 1 to 86400 seconds)"  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     """
     Options for C{twistd preforked}.  Any mistake ends the command with one
@@ -119,13 +135,7 @@ class Options(usage.Options):
             30.0,
             "Seconds a worker's reactor may go without turning before the "
             "worker is killed (its stack logged) and replaced; 0 disables.",
-            _number(
-                "heartbeat-timeout",
-                float,
-                0,
-                86400,
-                _SECONDS,
-            ),
+            _heartbeat,
         ],
         [
             "worker-init",

@@ -13,7 +13,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import StartMaster
-from tests.harness import exchange, isAlive, waitUntil
+from tests.harness import Load, exchange, isAlive, waitUntil
 
 
 def test_echo_default(serve: StartMaster) -> None:
@@ -208,3 +208,22 @@ def test_master_killed_leaves_no_worker(serve: StartMaster) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def test_stop_serves_every_connection_made_before_it(serve: StartMaster) -> None:
+    """
+    SIGTERM under load while workers recycle (-m 5): every connection
+    attempted before the signal is served, including those queued while
+    only replacements were booting.  Only attempts after it may fail, and
+    the master exits 0.
+    """
+    master = serve("-w", "2", "-m", "5", "-p", "tests.apps.PidEcho", "--grace", "10")
+    master.waitForWorkers(2)
+    with Load(master.port, clients=8) as load:
+        load.waitForMore(100)
+        stoppedAt = time.monotonic()
+        master.signal(signal.SIGTERM)
+        assert master.wait(30) == 0
+    print("stop under load:", load.report())
+    assert [f for f in load.failed if f[0] < stoppedAt] == []
+    assert master.count("closing the listening sockets") == 1

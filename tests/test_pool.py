@@ -4,6 +4,7 @@ The pool's rules, with a fake clock and fake workers: no processes.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from preforktwist.pool import Pool, WorkerState
@@ -21,8 +22,10 @@ class FakeWorker:
     def retire(self) -> None:
         self.calls.append("retire")
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         self.calls.append("stop")
+        self.stopped: Deferred[None] = Deferred()
+        return self.stopped
 
     def kill(self) -> None:
         self.calls.append("kill")
@@ -194,8 +197,8 @@ def test_retiring_worker_killed_after_grace() -> None:
 def test_replacement_ahead_of_time() -> None:
     """
     A worker close to its allowance gets its replacement started while it
-    still accepts; when it retires, nothing more starts, and the pool never
-    has fewer than `size` accepting.
+    still accepts; once the replacement is ready, it retires; nothing more
+    starts, and the pool never has fewer than `size` accepting.
     """
     h = Harness(2)
     h.pool.start()
@@ -207,10 +210,14 @@ def test_replacement_ahead_of_time() -> None:
     h.pool.workerNearAllowance(old)
     assert len(h.spawned) == 3
     h.pool.workerReady(h.spawned[2])
-    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 3
+    assert h.pool.workers[old.number].state is WorkerState.RETIRING
+    assert old.calls == ["retire"]
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
     h.pool.workerWantsReplacement(old, "allowance")
+    h.pool.workerExited(old, "exited with status 0")
     assert len(h.spawned) == 3
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
+    assert h.pool.restarts == {"allowance": 1}
 
 
 def test_surplus_bounds_early_replacements() -> None:
@@ -306,3 +313,59 @@ def test_heartbeat_timeout() -> None:
     h.clock.advance(2)
     assert stuck.calls == ["dumpStack", "terminate", "kill"]
     assert h.pool.restarts == {"heartbeat timeout": 1}
+
+
+def test_reload_with_a_worker_near_its_allowance() -> None:
+    """
+    A worker waiting for its early replacement does not stall a reload.
+    """
+    h = Harness(1)
+    h.pool.start()
+    h.readyAll()
+    h.pool.workerNearAllowance(h.spawned[0])
+    h.readyAll()
+    h.pool.reload()
+    for _ in range(5):
+        h.readyAll()
+        for w in h.pool.inState(WorkerState.RETIRING):
+            h.pool.workerExited(w, "exited with status 0")
+    assert not h.pool.reloading
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 1
+
+
+def test_stop_while_booting_drains_when_ready() -> None:
+    """
+    A worker still booting when the server stops is told to drain once it
+    is ready (it may be the only one left to serve the queue); the pool
+    reports drained once every worker has closed its sockets.
+    """
+    h = Harness(2)
+    h.pool.start()
+    h.pool.workerReady(h.spawned[0])
+    drained: list[None] = []
+    h.pool.stop()
+    h.pool.whenDrained().addCallback(drained.append)
+    first, second = h.spawned
+    assert first.calls == ["stop"] and second.calls == []
+    first.stopped.callback(None)
+    assert not drained
+    h.pool.workerReady(second)
+    assert second.calls == ["stop"]
+    second.stopped.callback(None)
+    assert drained == [None]
+
+
+def test_spawn_failure_backs_off() -> None:
+    h = Harness(2)
+    attempts: list[int] = []
+
+    def failing(number: int) -> FakeWorker:
+        attempts.append(number)
+        raise OSError(24, "Too many open files")
+
+    h.pool._spawn = failing
+    h.pool.start()
+    assert attempts == [1]
+    h.clock.advance(0.5)
+    assert attempts == [1, 2]
+    assert "Too many open files" in h.pool.lastFailure
