@@ -60,6 +60,8 @@ class PoolWorker(Protocol):
 
     number: int
     state: WorkerState
+    accepted: int
+    served: int
 
     def describe(self) -> str:
         """A short name for the log, e.g. C{worker 3 (pid 1234)}."""
@@ -93,9 +95,9 @@ class Doom(enum.Enum):
 
 
 @dataclass
-class _Record:
+class WorkerRecord:
     """
-    What the pool remembers of one worker.
+    What the pool remembers of one worker, in the pool clock's seconds.
     """
 
     generation: int
@@ -174,7 +176,10 @@ class Pool:
         self.reloading = False
         self.generation = 0
         self.restarts: dict[str, int] = {}
-        self._records: dict[int, _Record] = {}
+        #: Connections accepted and served by workers that have exited.
+        self.exitedAccepted = 0
+        self.exitedServed = 0
+        self._records: dict[int, WorkerRecord] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._retry: IDelayedCall | None = None
         self._stopped: list[Deferred[None]] = []
@@ -184,6 +189,9 @@ class Pool:
         self._heartbeats.clock = clock
 
     # Counting.
+
+    def record(self, worker: PoolWorker) -> WorkerRecord:
+        return self._records[worker.number]
 
     def inState(self, *states: WorkerState) -> list[PoolWorker]:
         return [w for w in self.workers.values() if w.state in states]
@@ -250,7 +258,9 @@ class Pool:
                 return
             now = self.clock.seconds()
             self.workers[worker.number] = worker
-            self._records[worker.number] = _Record(self.generation, now, lastSeen=now)
+            self._records[worker.number] = WorkerRecord(
+                self.generation, now, lastSeen=now
+            )
             self._setTimer(worker, self.bootTimeout, self._bootTimedOut)
             self.log.info(
                 "started {worker} ({summary})",
@@ -377,6 +387,8 @@ class Pool:
         self.workers.pop(worker.number, None)
         self._socketsReleased(worker)
         record = self._records.pop(worker.number)
+        self.exitedAccepted += worker.accepted
+        self.exitedServed += worker.served
         state = worker.state
         if state in (WorkerState.RETIRING, WorkerState.STOPPING):
             self.log.info(

@@ -120,6 +120,7 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.accepted = self.open = self.served = 0
         self.control: _MasterControl | None = None
+        self.config: WorkerConfig | None = None
         self.exited = False
         self._partial: dict[int, bytes] = {1: b"", 2: b""}
         self._controlLostTimer: Any = None
@@ -133,6 +134,7 @@ class WorkerProcess(ProcessProtocol):
         master, with the control channel on fd 3 and the listening sockets
         from fd 4 on.
         """
+        self.config = config
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         childFDs: dict[int, int | str] = {
             0: "w",

@@ -15,14 +15,18 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from preforktwist.control import WorkerConfig
-from preforktwist.listening import Listener, parseListen
+from preforktwist.listening import Listener, ListenError, parseListen
 from preforktwist.loading import DEFAULT_PROTOCOL
 from preforktwist.logfiles import reopenLogFiles
 from preforktwist.pool import Pool
 from preforktwist.process import WorkerProcess
+from preforktwist.scoreboard import Scoreboard
+from preforktwist.statusweb import statusSite
 from preforktwist.titles import setTitle
 
 
@@ -71,6 +75,7 @@ class PreforkService(Service):
         heartbeatTimeout: float = 30.0,
         workerInit: str | None = None,
         reloadBatch: int = 1,
+        status: str | None = None,
         reactor: Any = None,
     ) -> None:
         """
@@ -102,6 +107,9 @@ class PreforkService(Service):
         @param reloadBatch: workers replaced at a time by a rolling reload,
             and replacements started ahead of time at once: the most workers
             beyond C{workers} that may run.
+        @param status: a server endpoint description for the status page,
+            JSON and metrics (e.g. C{tcp:9100:interface=127.0.0.1}); L{None}
+            for none.
         @raise ValueError: for a value that cannot work.
         @raise preforktwist.listening.ListenError: for a bad endpoint.
         """
@@ -145,6 +153,9 @@ class PreforkService(Service):
             surplus=reloadBatch,
             heartbeatTimeout=heartbeatTimeout,
         )
+        self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
+        self.status = status
+        self._statusPort: Any = None
         self._stopping = False
         self._oldHandlers: dict[int, Any] = {}
 
@@ -165,9 +176,31 @@ class PreforkService(Service):
             for listener in self.listeners:
                 if listener.socket is None:
                     listener.bind()
+            if self.status is not None and self._statusPort is None:
+                self._statusPort = self._listenStatus(self.status)
         except Exception:
             self.closeListeners()
             raise
+
+    def _listenStatus(self, description: str) -> Any:
+        """
+        Listen for the status endpoint, with Twisted's own endpoint: this
+        socket is the master's alone.
+
+        @raise ListenError: at once, if it cannot listen.
+        """
+        try:
+            endpoint = serverFromString(self.reactor, description)
+        except Exception as e:
+            raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
+        result = endpoint.listen(statusSite(self.scoreboard))
+        outcome: list[Any] = []
+        result.addBoth(outcome.append)
+        if outcome and isinstance(outcome[0], Failure):
+            raise ListenError(
+                f"cannot listen on {description}: {outcome[0].getErrorMessage()}"
+            )
+        return outcome[0] if outcome else None
 
     def closeListeners(self) -> None:
         for listener in self.listeners:
@@ -202,6 +235,14 @@ class PreforkService(Service):
         )
         self.reactor.callWhenRunning(self._installSignalHandlers)
         self.pool.start()
+        self.scoreboard.start()
+        if self._statusPort is not None:
+            host = self._statusPort.getHost()
+            self.log.info(
+                "status page on http://{host}:{port}/ (also /status.json, /metrics)",
+                host=getattr(host, "host", host),
+                port=getattr(host, "port", ""),
+            )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
@@ -214,10 +255,13 @@ class PreforkService(Service):
         d = self.pool.stop()
         self.pool.whenDrained().addCallback(lambda _: self._drained())
 
-        def stopped(_: None) -> None:
+        def stopped(_: None) -> Any:
             self.closeListeners()
             self._restoreSignalHandlers()
+            self.scoreboard.stop()
             self.log.info("all workers have exited")
+            port, self._statusPort = self._statusPort, None
+            return port.stopListening() if port is not None else None
 
         d.addCallback(stopped)
         return d

@@ -265,6 +265,8 @@ class Worker:
         self._deadline = None
         if self._counts.running:
             self._counts.stop()
+        if self.control is not None:
+            self._sendCounts()  # the final figures, flushed before the close
         transport: Any = self.control and self.control.transport
         if transport and transport.connected and not transport.disconnecting:
             transport.loseConnection()

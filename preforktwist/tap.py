@@ -160,6 +160,14 @@ class Options(usage.Options):
             ),
         ],
         [
+            "status",
+            None,
+            None,
+            "Serve a live status page, /status.json and /metrics on this "
+            "endpoint, e.g. tcp:9100:interface=127.0.0.1. Never expose it "
+            "publicly.",
+        ],
+        [
             "grace",
             None,
             30.0,
@@ -251,8 +259,9 @@ def makeService(config: Options) -> IService:
             heartbeatTimeout=config["heartbeat-timeout"],
             workerInit=config["worker-init"],
             reloadBatch=config["reload-batch"],
+            status=config["status"],
         )
         service.bindListeners()
     except (ValueError, ListenError) as e:
-        raise SystemExit(f"twistd preforked: --listen: {e}") from None
+        raise SystemExit(f"twistd preforked: {e}") from None
     return service

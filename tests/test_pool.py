@@ -14,6 +14,7 @@ class FakeWorker:
     def __init__(self, number: int) -> None:
         self.number = number
         self.state = WorkerState.BOOTING
+        self.accepted = self.served = 0
         self.calls: list[str] = []
 
     def describe(self) -> str:

@@ -1,0 +1,241 @@
+"""
+The pool's live state as one plain dictionary: what the status page, its
+JSON and the Prometheus metrics all show.
+
+Everything here is read from what the master already knows: the pool's
+records, the counters each worker reports over its control channel (at
+least once a second), the kernel's view of the listening sockets, and
+C{/proc}.  Nothing asks a worker anything, so a slow or dead worker can
+never hold up a status request.
+
+The snapshot's schema (version 1), stable: keys are only ever added::
+
+    {
+      "schema": 1,
+      "time": 1764260000.0,             # Unix time of the snapshot
+      "uptime": 3600.0,                 # seconds since the pool started
+      "listeners": [
+        {"description": "tcp:8080", "address": "0.0.0.0:8080",
+         "queue": 0,                    # connections waiting for a worker
+                                        # (null where the kernel won't say)
+         "backlog": 1024}
+      ],
+      "pool": {
+        "wanted": 4, "alive": 5, "booting": 1, "accepting": 3,
+        "paused": 0,                    # accepting, but at --max-concurrent
+        "retiring": 1, "stopping": 0,
+        "reloading": false, "spawned": 17
+      },
+      "connections": {
+        "accepted": 12345, "served": 12300, "open": 45,
+        "per_second": 210.5             # served, over the last minute
+      },
+      "restarts": {"allowance": 10, "crash": 1, "boot_failure": 0,
+                   "heartbeat_timeout": 0, "reload": 4, "scaling": 0,
+                   "signal": 0},
+      "workers": [
+        {"number": 17, "pid": 4242,
+         "state": "accepting",          # booting, accepting, paused,
+                                        # retiring, stopping
+         "open": 12, "accepted": 800, "served": 788,
+         "allowance": 1000,             # 0: no allowance
+         "allowance_left": 200,         # null without an allowance
+         "age": 61.2,                   # seconds since it was started
+         "last_heartbeat": 0.4,         # seconds since it last reported
+         "rss": 31457280}               # bytes, null if unknown
+      ]
+    }
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+
+from preforktwist.listening import Listener
+from preforktwist.pool import Pool, WorkerState
+
+SCHEMA = 1
+
+#: Every restart cause, so that each is reported, at 0 if it never happened.
+CAUSES = (
+    "allowance",
+    "crash",
+    "boot_failure",
+    "heartbeat_timeout",
+    "reload",
+    "scaling",
+    "signal",
+)
+
+#: Per-worker states shown, in order.
+STATES = ("booting", "accepting", "paused", "retiring", "stopping")
+
+
+def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:
+    """
+    How many connections wait in a TCP listening socket's accept queue, and
+    the queue's size, from Linux's C{TCP_INFO}: for a listening socket,
+    C{tcpi_unacked} is the queue's length and C{tcpi_sacked} its limit.
+
+    @return: L{None} where the kernel cannot say (UNIX sockets, other
+        systems).
+    """
+    tcpInfo = getattr(socket, "TCP_INFO", None)
+    if sock is None or tcpInfo is None or sock.family == socket.AF_UNIX:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, tcpInfo, 104)
+    except OSError:
+        return None
+    if len(info) < 32:
+        return None
+    queued, limit = struct.unpack_from("=II", info, 24)
+    return queued, limit
+
+
+def residentBytes(pid: int | None) -> int | None:
+    """
+    A process's resident set size, from C{/proc}; L{None} if unknown.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class Scoreboard:
+    """
+    Builds snapshots of the pool, and keeps a minute of history for the
+    connection rate.
+    """
+
+    WINDOW = 60.0
+
+    def __init__(
+        self, pool: Pool, listeners: Sequence[Listener], clock: IReactorTime
+    ) -> None:
+        self.pool = pool
+        self.listeners = listeners
+        self.clock = clock
+        self.startedAt = clock.seconds()
+        self._history: deque[tuple[float, int]] = deque()
+        self._sampler = LoopingCall(self._sample)
+        self._sampler.clock = clock
+
+    def start(self) -> None:
+        self.startedAt = self.clock.seconds()
+        self._sampler.start(1.0)
+
+    def stop(self) -> None:
+        if self._sampler.running:
+            self._sampler.stop()
+
+    def _served(self) -> int:
+        return self.pool.exitedServed + sum(
+            w.served for w in self.pool.workers.values()
+        )
+
+    def _sample(self) -> None:
+        now = self.clock.seconds()
+        self._history.append((now, self._served()))
+        while self._history and now - self._history[0][0] > self.WINDOW:
+            self._history.popleft()
+
+    def perSecond(self) -> float:
+        """
+        Connections served per second over the last minute (or since the
+        start, if that is shorter).
+        """
+        if not self._history:
+            return 0.0
+        since, servedThen = self._history[0]
+        elapsed = self.clock.seconds() - since
+        return (self._served() - servedThen) / elapsed if elapsed > 0 else 0.0
+
+    def workerState(self, worker: Any) -> str:
+        config = getattr(worker, "config", None)
+        maxOpen = config.maxOpen if config is not None else 0
+        if worker.state is WorkerState.ACCEPTING and maxOpen and worker.open >= maxOpen:
+            return "paused"
+        return str(worker.state.value)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.clock.seconds()
+        pool = self.pool
+        workers = []
+        for worker in sorted(pool.workers.values(), key=lambda w: w.number):
+            record = pool.record(worker)
+            config = getattr(worker, "config", None)
+            allowance = config.allowance if config is not None else 0
+            workers.append(
+                {
+                    "number": worker.number,
+                    "pid": getattr(worker, "pid", None),
+                    "state": self.workerState(worker),
+                    "open": getattr(worker, "open", 0),
+                    "accepted": worker.accepted,
+                    "served": worker.served,
+                    "allowance": allowance,
+                    "allowance_left": (
+                        max(0, allowance - worker.accepted) if allowance else None
+                    ),
+                    "age": round(now - record.startedAt, 3),
+                    "last_heartbeat": round(now - record.lastSeen, 3),
+                    "rss": residentBytes(getattr(worker, "pid", None)),
+                }
+            )
+        counts = {state: 0 for state in STATES}
+        for row in workers:
+            counts[str(row["state"])] += 1
+        listeners = []
+        for listener in self.listeners:
+            queue = listenQueue(listener.socket)
+            listeners.append(
+                {
+                    "description": listener.spec.description,
+                    "address": (
+                        listener.describeAddress() if listener.socket else None
+                    ),
+                    "queue": queue[0] if queue else None,
+                    "backlog": listener.spec.backlog,
+                }
+            )
+        restarts = {cause: 0 for cause in CAUSES}
+        for cause, n in pool.restarts.items():
+            restarts[cause.replace(" ", "_")] = n
+        live = pool.workers.values()
+        return {
+            "schema": SCHEMA,
+            "time": time.time(),
+            "uptime": round(now - self.startedAt, 3),
+            "listeners": listeners,
+            "pool": {
+                "wanted": pool.size,
+                "alive": len(workers),
+                **counts,
+                "reloading": pool.reloading,
+                "spawned": pool.spawned,
+            },
+            "connections": {
+                "accepted": pool.exitedAccepted + sum(w.accepted for w in live),
+                "served": self._served(),
+                "open": sum(getattr(w, "open", 0) for w in live),
+                "per_second": round(self.perSecond(), 3),
+            },
+            "restarts": restarts,
+            "workers": workers,
+        }

@@ -1,0 +1,77 @@
+"""
+The status endpoint (C{--status}): a live scoreboard page, its data as
+JSON, and Prometheus metrics, served by twisted.web in the master.
+
+Each request builds a fresh snapshot from what the master already knows,
+so it costs the workers nothing and never waits on one of them.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from preforktwist.metrics import MetricsUnavailableError, exposition
+from preforktwist.scoreboard import Scoreboard
+
+
+class _Page(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.html = resources.files("preforktwist").joinpath("status.html").read_bytes()
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self.html
+
+
+class _JSON(Resource):
+    isLeaf = True
+
+    def __init__(self, scoreboard: Scoreboard) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.scoreboard = scoreboard
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(self.scoreboard.snapshot(), indent=1).encode()
+
+
+class _Metrics(Resource):
+    isLeaf = True
+
+    def __init__(self, scoreboard: Scoreboard) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.scoreboard = scoreboard
+
+    def render_GET(self, request: Request) -> bytes:
+        try:
+            body, contentType = exposition(self.scoreboard)
+        except MetricsUnavailableError as e:
+            request.setResponseCode(501)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return f"{e}\n".encode()
+        request.setHeader(b"content-type", contentType.encode())
+        return body
+
+
+def statusSite(scoreboard: Scoreboard) -> Site:
+    """
+    The whole status endpoint: C{/}, C{/status.json} and C{/metrics}.
+    """
+    root = Resource()
+    page = _Page()
+    root.putChild(b"", page)
+    root.putChild(b"index.html", page)
+    root.putChild(b"status.json", _JSON(scoreboard))
+    root.putChild(b"metrics", _Metrics(scoreboard))
+    site = Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

@@ -1,0 +1,181 @@
+"""
+The status endpoint: JSON and Prometheus metrics that add up to what the
+test sent, the listen queue made visible, and the scoreboard page in a
+real headless browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import StartMaster
+from tests.harness import Master, exchange, waitUntil
+
+STATUS = ["--status", "tcp:0:interface=127.0.0.1"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def statusURL(master: Master) -> str:
+    match = master.waitForLine(r"status page on (http://127\.0\.0\.1:\d+/)")
+    return match.group(1)
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()  # type: ignore[no-any-return]
+
+
+def snapshot(master: Master) -> dict[str, Any]:
+    return json.loads(fetch(statusURL(master) + "status.json"))  # type: ignore[no-any-return]
+
+
+def metrics(master: Master) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = fetch(statusURL(master) + "metrics").decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_json_and_metrics_add_up(serve: StartMaster) -> None:
+    """
+    200 connections through workers recycled every 30: the served totals,
+    per-worker rows, restarts and metrics match what was sent.
+    """
+    master = serve(
+        "-w", "2", "-m", "30", "--replace-at", "1", "-p", "tests.apps.PidEcho", *STATUS
+    )
+    master.waitForWorkers(2)
+    for i in range(200):
+        assert exchange(master.port, b"%d" % i).endswith(b":%d" % i)
+    waitUntil(
+        lambda: snapshot(master)["connections"]["served"] == 200, 15, "200 served"
+    )
+    waitUntil(lambda: snapshot(master)["pool"]["accepting"] == 2, 15, "2 accepting")
+    status = snapshot(master)
+    assert status["schema"] == 1
+    assert status["connections"]["accepted"] == 200
+    assert status["connections"]["open"] == 0
+    assert status["pool"]["wanted"] == 2
+    assert status["restarts"]["allowance"] == 200 // 30
+    assert status["restarts"]["crash"] == 0
+    assert {w["pid"] for w in status["workers"]} == set(master.liveWorkers())
+    for row in status["workers"]:
+        assert row["state"] == "accepting"
+        assert row["allowance_left"] == 30 - row["accepted"]
+        assert row["rss"] > 1_000_000
+        assert row["last_heartbeat"] < 5
+    assert status["listeners"][0]["address"] == f"127.0.0.1:{master.port}"
+    assert status["listeners"][0]["queue"] == 0
+
+    samples = metrics(master)
+    assert samples[("preforktwist_connections_served_total", ())] == 200
+    assert samples[("preforktwist_connections_accepted_total", ())] == 200
+    assert samples[("preforktwist_workers", (("state", "accepting"),))] == 2
+    assert (
+        samples[("preforktwist_worker_restarts_total", (("cause", "allowance"),))] == 6
+    )
+    assert samples[("preforktwist_workers_wanted", ())] == 2
+
+
+def test_listen_queue_depth_is_visible(serve: StartMaster) -> None:
+    """
+    One worker capped at one connection, holding it: three more clients
+    wait in the kernel's queue, and the status says so.
+    """
+    master = serve("-w", "1", "-c", "1", "-p", "tests.apps.SlowReply", *STATUS)
+    master.waitForWorkers(1)
+    clients = [socket.create_connection(("127.0.0.1", master.port)) for _ in range(4)]
+    try:
+        clients[0].sendall(b"first")
+        waitUntil(lambda: snapshot(master)["pool"]["paused"] == 1, 10, "paused worker")
+        status = snapshot(master)
+        assert status["listeners"][0]["queue"] == 3
+        assert status["workers"][0]["state"] == "paused"
+        key = (
+            "preforktwist_listen_queue_depth",
+            (("listener", "tcp:0:interface=127.0.0.1"),),
+        )
+        assert metrics(master)[key] == 3
+    finally:
+        for client in clients:
+            client.close()
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    chromium() is None and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (.ci/run installs it)",
+)
+def test_scoreboard_page_in_a_browser(serve: StartMaster) -> None:
+    """
+    The page shows one row per live worker and follows a replacement
+    without being reloaded.  A screenshot is kept in tests/artifacts/.
+    """
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    assert executable, "chromium is missing"
+    master = serve("-w", "3", "-p", "tests.apps.PidEcho", *STATUS)
+    master.waitForWorkers(3)
+    for _ in range(30):
+        exchange(master.port, b"x")
+    url = statusURL(master)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.goto(url)
+
+            def rowPids() -> set[int]:
+                return {
+                    int(p)
+                    for p in page.locator("#rows tr").evaluate_all(
+                        "rows => rows.map(r => r.dataset.pid)"
+                    )
+                }
+
+            waitUntil(
+                lambda: rowPids() == set(master.liveWorkers()), 15, "a row per worker"
+            )
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "status.png"), full_page=True)
+            victim = master.liveWorkers()[0]
+            os.kill(victim, signal.SIGKILL)
+            waitUntil(
+                lambda: (
+                    victim not in rowPids()
+                    and len(rowPids()) == 3
+                    and rowPids() == set(master.liveWorkers())
+                ),
+                20,
+                "the page to show the replacement",
+            )
+            assert page.locator("#restarts").inner_text().count("crash: 1") == 1
+            phone = browser.new_page(viewport={"width": 390, "height": 800})
+            phone.goto(url)
+            waitUntil(
+                lambda: phone.locator("#rows tr").count() == 3, 15, "rows on a phone"
+            )
+            phone.screenshot(path=str(ARTIFACTS / "status-phone.png"), full_page=True)
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page is {width}px wide on a 390px phone"
+        finally:
+            browser.close()
