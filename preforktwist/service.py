@@ -7,10 +7,8 @@ from __future__ import annotations
 import atexit
 import os
 import random
-import signal
 import sys
-from collections.abc import Callable, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -22,10 +20,10 @@ from twisted.python.failure import Failure
 from preforktwist.control import WorkerConfig
 from preforktwist.listening import Listener, ListenError, parseListen
 from preforktwist.loading import DEFAULT_PROTOCOL
-from preforktwist.logfiles import reopenLogFiles
 from preforktwist.pool import Pool
 from preforktwist.process import WorkerProcess
 from preforktwist.scoreboard import Scoreboard
+from preforktwist.signals import signalsFor
 from preforktwist.statusweb import statusSite
 from preforktwist.titles import setTitle
 
@@ -51,9 +49,11 @@ class PreforkService(Service):
     returns a L{Deferred} that fires when every worker has finished its
     open connections and exited.
 
-    While it runs, the service handles SIGINT and SIGTERM itself: the first
-    stops the application gracefully (exit status 0), a second one during
-    that stop kills the workers at once.
+    While it runs, the master's signals act on it (and on every other
+    pre-forked service in the process): SIGINT and SIGTERM stop the
+    application gracefully (exit status 0; a second one kills the workers
+    at once), SIGHUP reloads, SIGTTIN and SIGTTOU grow and shrink the pool,
+    SIGUSR1 reopens the log file.
     """
 
     log = Logger()
@@ -156,8 +156,7 @@ class PreforkService(Service):
         self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
         self.status = status
         self._statusPort: Any = None
-        self._stopping = False
-        self._oldHandlers: dict[int, Any] = {}
+        self._signals = signalsFor(reactor)
 
     @property
     def descriptions(self) -> list[str]:
@@ -233,7 +232,7 @@ class PreforkService(Service):
             f"preforktwist master {' '.join(self.descriptions)} "
             f"({self.pool.size} workers)"
         )
-        self.reactor.callWhenRunning(self._installSignalHandlers)
+        self._signals.add(self)
         self.pool.start()
         self.scoreboard.start()
         if self._statusPort is not None:
@@ -246,7 +245,6 @@ class PreforkService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
-        self._stopping = True
         self.log.info(
             "stopping: {n} workers finish their connections (grace {grace:g}s)",
             n=len(self.pool.workers),
@@ -257,7 +255,7 @@ class PreforkService(Service):
 
         def stopped(_: None) -> Any:
             self.closeListeners()
-            self._restoreSignalHandlers()
+            self._signals.remove(self)
             self.scoreboard.stop()
             self.log.info("all workers have exited")
             port, self._statusPort = self._statusPort, None
@@ -323,54 +321,19 @@ class PreforkService(Service):
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
 
-    # Signals.
+    # What signals do (see L{preforktwist.signals}).
 
-    def _installSignalHandlers(self) -> None:
-        """
-        Installed once the reactor runs: twistd starts services before
-        C{reactor.run()}, which installs its own SIGTERM handler over any
-        set earlier.  Ours stops gracefully and exits 0 (the reactor's would
-        make twistd re-kill itself with the signal), and a second signal
-        makes the stop immediate.
-        """
+    def reload(self) -> None:
+        self.pool.reload()
 
-        actions: dict[int, Callable[[int], None]] = {
-            signal.SIGINT: self._stopSignalled,
-            signal.SIGTERM: self._stopSignalled,
-            signal.SIGHUP: lambda signum: self.pool.reload(),
-            signal.SIGTTIN: lambda signum: self.pool.resize(self.pool.size + 1),
-            signal.SIGTTOU: lambda signum: self.pool.resize(self.pool.size - 1),
-            signal.SIGUSR1: lambda signum: self._reopenLogs(),
-        }
+    def grow(self) -> None:
+        self.pool.resize(self.pool.size + 1)
 
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.reactor.callFromThread(actions[signum], signum)
+    def shrink(self) -> None:
+        self.pool.resize(self.pool.size - 1)
 
-        for signum in actions:
-            self._oldHandlers[signum] = signal.signal(signum, handler)
-
-    def _reopenLogs(self) -> None:
-        reopened = reopenLogFiles()
-        self.log.info(
-            "SIGUSR1: reopened {n} log files {names}",
-            n=len(reopened),
-            names=reopened,
-        )
-
-    def _restoreSignalHandlers(self) -> None:
-        for signum, old in self._oldHandlers.items():
-            signal.signal(signum, old)
-        self._oldHandlers.clear()
-
-    def _stopSignalled(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if not self._stopping:
-            self._stopping = True
-            self.log.info("{name} received: stopping gracefully", name=name)
-            self.reactor.stop()
-        else:
-            self.log.warn("{name} received again: stopping now", name=name)
-            self.pool.stopNow()
+    def stopNow(self) -> None:
+        self.pool.stopNow()
 
 
 def _exitStatusAtInterpreterExit(status: int) -> None:

@@ -31,6 +31,8 @@ def test_rolling_reload_under_load(serve: StartMaster) -> None:
         master.signal(signal.SIGHUP)
         master.waitForLine("reload finished", 60)
         load.waitForMore(100)
+    # The last old worker may still be finishing its connections.
+    waitUntil(lambda: len(master.liveWorkers()) == 3, 20, "the old workers to exit")
     new = set(master.liveWorkers())
     print("reload:", load.report())
     assert load.failed == []
