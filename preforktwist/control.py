@@ -38,6 +38,9 @@ class WorkerConfig:
     @ivar families: the address family of each listening socket, in fd order
         from L{FIRST_LISTEN_FD}.
     @ivar listen: the endpoint descriptions, for the process title and logs.
+    @ivar tls: for each listening socket, whether it is an C{ssl:} one: the
+        worker then builds the TLS context from its description.
+    @ivar proxyProtocol: every connection starts with a PROXY header.
     @ivar allowance: connections to accept before retiring; 0 for never.
     @ivar replaceAt: the share of the allowance after which to ask for the
         replacement ahead of time; 1 to ask only when it is used up.
@@ -54,6 +57,8 @@ class WorkerConfig:
     factory: str | None
     families: list[int] = field(default_factory=list)
     listen: list[str] = field(default_factory=list)
+    tls: list[bool] = field(default_factory=list)
+    proxyProtocol: bool = False
     allowance: int = 0
     replaceAt: float = 1.0
     maxOpen: int = 0

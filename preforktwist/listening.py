@@ -12,9 +12,12 @@ closes its own copy after every worker is gone.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import stat
+import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +45,16 @@ class ListenSpec:
 
     @ivar description: the description as the user wrote it.
     @ivar family: the address family of the socket.
-    @ivar address: C{(host, port)} for TCP, the path for UNIX sockets.
+    @ivar address: C{(host, port)} for TCP, the path for UNIX sockets; for
+        an inherited socket, where it listens.
     @ivar backlog: the listen backlog.
     @ivar mode: permission bits for a UNIX socket's file.
     @ivar lockfile: whether a UNIX socket is guarded by a C{.lock} file, as
         Twisted's own C{unix:} endpoint does (C{lockfile=1}, the default).
+    @ivar tls: for C{ssl:}, the TLS context factory the endpoint built from
+        its certificate and key; the workers wrap their factory with it.
+    @ivar inherited: for C{systemd:}, the file descriptor systemd passed in;
+        the master adopts it instead of binding.
     """
 
     description: str
@@ -55,6 +63,8 @@ class ListenSpec:
     backlog: int
     mode: int = 0o666
     lockfile: bool = True
+    tls: Any = None
+    inherited: int | None = None
 
 
 class _RecordingReactor:
@@ -69,8 +79,17 @@ class _RecordingReactor:
     def listenTCP(self, *args: Any, **kwargs: Any) -> None:
         self.calls.append(("tcp", args, kwargs))
 
+    def listenSSL(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(("ssl", args, kwargs))
+
     def listenUNIX(self, *args: Any, **kwargs: Any) -> None:
         self.calls.append(("unix", args, kwargs))
+
+    def adoptStreamPort(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(("adopt", args, kwargs))
+
+
+_SUPPORTED = "use tcp:, tcp6:, ssl:, unix: or systemd:"
 
 
 def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
@@ -86,35 +105,36 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
     except Exception as e:
         raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
     factory = Factory.forProtocol(Protocol)
-    result = endpoint.listen(factory)
+    try:
+        result = endpoint.listen(factory)
+    except Exception as e:
+        raise ListenError(f"cannot use endpoint {description!r}: {e}") from None
     failures: list[Exception] = []
     result.addErrback(lambda f: failures.append(f.value))
     if failures and not isinstance(failures[0], AttributeError):
         raise ListenError(f"cannot use endpoint {description!r}: {failures[0]}")
     if len(recorder.calls) != 1:
-        raise ListenError(
-            f"endpoint {description!r} is not supported: use tcp:, tcp6: or unix:"
-        )
+        raise ListenError(f"endpoint {description!r} is not supported: {_SUPPORTED}")
     kind, args, kwargs = recorder.calls[0]
-    if args[1] is not factory:
+    calledWith = args[2] if kind == "adopt" else args[1]
+    if calledWith is not factory:
         # A wrapping endpoint (haproxy:, ...) would be silently dropped.
-        raise ListenError(
-            f"endpoint {description!r} is not supported: use tcp:, tcp6: or unix:"
-        )
+        raise ListenError(f"endpoint {description!r} is not supported: {_SUPPORTED}")
     wanted = kwargs.get("backlog", DEFAULT_BACKLOG)
     if backlog is not None:
         wanted = backlog
     elif ":backlog=" not in description:
         # The endpoint reported its own default (50), not a user's choice.
         wanted = DEFAULT_BACKLOG
-    if kind == "tcp":
+    if kind == "adopt":
+        return _inherited(description, args[0], args[1], wanted)
+    if kind in ("tcp", "ssl"):
         port, interface = args[0], kwargs.get("interface", "")
         if not 0 <= port <= 65535:
-            raise ListenError(
-                f"endpoint {description!r}: port {port} is not 0 to 65535"
-            )
+            raise ListenError(f"endpoint {description!r}: no port {port}")
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-        return ListenSpec(description, family, (interface, port), wanted)
+        tls = kwargs.get("contextFactory") if kind == "ssl" else None
+        return ListenSpec(description, family, (interface, port), wanted, tls=tls)
     path = args[0]
     return ListenSpec(
         description,
@@ -124,6 +144,44 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
         mode=kwargs.get("mode", 0o666),
         lockfile=bool(kwargs.get("wantPID", True)),
     )
+
+
+def _inherited(description: str, fd: int, family: int, backlog: int) -> ListenSpec:
+    """
+    A socket passed in by systemd (C{LISTEN_FDS}): it must already listen.
+    """
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as e:
+        raise ListenError(f"{description}: no inherited socket: {e.strerror}") from None
+    with probe:
+        if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ListenError(f"{description}: the inherited socket is not listening")
+        address = probe.getsockname()
+    if isinstance(address, tuple):
+        address = (address[0], address[1])
+    return ListenSpec(description, family, address, backlog, inherited=fd)
+
+
+#: SO_ATTACH_FILTER, from linux/asm-generic/socket.h.
+_SO_ATTACH_FILTER = 26
+#: One classic BPF instruction, "ret #0": accept none of the packet.
+_DROP_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0)
+
+
+def _dropEverything(sock: socket.socket) -> None:
+    """
+    Attach a classic BPF socket filter that drops every packet.  Linux only;
+    elsewhere, nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    program = ctypes.create_string_buffer(_DROP_ALL)
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    except OSError:
+        pass
 
 
 class Listener:
@@ -146,6 +204,13 @@ class Listener:
         @raise ListenError: with a one-line reason.
         """
         spec = self.spec
+        if spec.inherited is not None:
+            # systemd bound it, and keeps it across our restarts: adopt it
+            # as it is, and never unlink it.
+            sock = socket.socket(fileno=spec.inherited)
+            sock.setblocking(False)
+            self.socket = sock
+            return
         sock = socket.socket(spec.family, socket.SOCK_STREAM)
         try:
             if spec.family == socket.AF_UNIX:
@@ -212,6 +277,30 @@ class Listener:
         host, port = name[0], name[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+    def refuseNew(self) -> None:
+        """
+        Take no new connections from now on, while what is already queued
+        stays queued for the workers to drain.  Called when the server
+        stops, so that closing the socket later resets nothing: a client
+        that connects after this moment is refused, never accepted and
+        then dropped.
+
+         - TCP (Linux): a socket filter that drops every incoming packet
+           makes the kernel ignore new SYNs; a client retries its SYN and is
+           refused once the socket is closed.  Connections already in the
+           accept queue are whole sockets of their own, untouched.
+         - UNIX: the path is removed, so new clients find nothing.
+         - A socket inherited from systemd is left as it is: systemd keeps
+           it, and its queue, for the next instance.
+        """
+        spec = self.spec
+        if self.socket is None or spec.inherited is not None:
+            return
+        if spec.family == socket.AF_UNIX:
+            self._unlinkPath()
+        else:
+            _dropEverything(self.socket)
+
     def close(self) -> None:
         """
         Close the master's copy; for a UNIX socket also remove its file, as
@@ -221,11 +310,16 @@ class Listener:
             return
         self.socket.close()
         self.socket = None
-        path = self.spec.address
-        if self.spec.family == socket.AF_UNIX and isinstance(path, str):
-            if not path.startswith(("\0", "@")):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        if self.spec.inherited is None:
+            self._unlinkPath()
         self._unlock()
+
+    def _unlinkPath(self) -> None:
+        path = self.spec.address
+        if self.spec.family != socket.AF_UNIX or not isinstance(path, str):
+            return
+        if not path.startswith(("\0", "@")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

@@ -76,6 +76,7 @@ class PreforkService(Service):
         workerInit: str | None = None,
         reloadBatch: int = 1,
         status: str | None = None,
+        proxyProtocol: bool = False,
         reactor: Any = None,
     ) -> None:
         """
@@ -110,6 +111,10 @@ class PreforkService(Service):
         @param status: a server endpoint description for the status page,
             JSON and metrics (e.g. C{tcp:9100:interface=127.0.0.1}); L{None}
             for none.
+        @param proxyProtocol: every connection starts with a PROXY protocol
+            header (v1 or v2, as HAProxy's C{send-proxy} and
+            C{send-proxy-v2} send it); the user's protocol sees the client's
+            address in C{transport.getPeer()}.
         @raise ValueError: for a value that cannot work.
         @raise preforktwist.listening.ListenError: for a bad endpoint.
         """
@@ -141,6 +146,7 @@ class PreforkService(Service):
         self.replaceAt = replaceAt
         self.maxConcurrent = maxConcurrent
         self.workerInit = workerInit
+        self.proxyProtocol = proxyProtocol
         self.grace = grace
         self.listeners = [Listener(parseListen(d, backlog)) for d in descriptions]
         self.pool = Pool(
@@ -250,6 +256,8 @@ class PreforkService(Service):
             n=len(self.pool.workers),
             grace=self.grace,
         )
+        for listener in self.listeners:
+            listener.refuseNew()
         d = self.pool.stop()
         self.pool.whenDrained().addCallback(lambda _: self._drained())
 
@@ -283,6 +291,8 @@ class PreforkService(Service):
             factory=self.factory,
             families=[listener.spec.family for listener in self.listeners],
             listen=self.descriptions,
+            tls=[listener.spec.tls is not None for listener in self.listeners],
+            proxyProtocol=self.proxyProtocol,
             allowance=self._allowance(),
             replaceAt=self.replaceAt,
             maxOpen=self.maxConcurrent,

@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from preforktwist.accepting import AcceptBudget, adoptListener
@@ -32,7 +33,9 @@ from preforktwist.control import (
     Stop,
     WorkerConfig,
 )
+from preforktwist.listening import ListenError, parseListen
 from preforktwist.loading import FactoryError, loadFactory, loadWorkerInit
+from preforktwist.proxied import ProxyHeaderFactory
 
 #: Exit status of a worker that could not start serving.
 EXIT_BOOT_FAILURE = 3
@@ -133,10 +136,27 @@ class Worker:
             self._closeFDs(fds)
             self._exit()
             return
-        for fd, family in zip(fds, self.config.families, strict=True):
-            adoptListener(self.reactor, fd, family, factory, self.budget)
+        for index, (fd, family) in enumerate(
+            zip(fds, self.config.families, strict=True)
+        ):
+            wrapped = self._wrap(index, factory)
+            adoptListener(self.reactor, fd, family, wrapped, self.budget)
         self._closeFDs(fds)
         self._call(Ready, pid=os.getpid())
+
+    def _wrap(self, index: int, factory: IProtocolFactory) -> IProtocolFactory:
+        """
+        The factory one listening socket serves: TLS for an C{ssl:}
+        endpoint, inside the PROXY header's parser if there is one (HAProxy
+        sends the header in clear, before the TLS handshake).
+        """
+        config = self.config
+        if config.tls and config.tls[index]:
+            spec = parseListen(config.listen[index])
+            factory = TLSMemoryBIOFactory(spec.tls, False, factory)
+        if config.proxyProtocol:
+            factory = ProxyHeaderFactory(factory)
+        return factory
 
     @staticmethod
     def _closeFDs(fds: list[int]) -> None:
@@ -148,7 +168,7 @@ class Worker:
 
     def _bootFailed(self, failure: Failure, fds: list[int]) -> None:
         self._closeFDs(fds)
-        if failure.check(FactoryError):
+        if failure.check(FactoryError, ListenError):
             reason = str(failure.value)
         else:
             reason = f"--worker-init {self.config.workerInit}: raised " + (

@@ -73,6 +73,16 @@ class Options(usage.Options):
         "--factory, the bundled echo example is served."
     )
 
+    optFlags = [
+        [
+            "proxy-protocol",
+            None,
+            "Every connection starts with a PROXY protocol header (v1 or v2, "
+            "as from HAProxy's send-proxy or send-proxy-v2); the protocol sees "
+            "the client's address in transport.getPeer().",
+        ],
+    ]
+
     optParameters = [
         ["protocol", "p", None, "Dotted name of a Protocol subclass to serve."],
         [
@@ -205,8 +215,9 @@ class Options(usage.Options):
     def opt_listen(self, description: str) -> None:
         """
         A Twisted server endpoint description to serve, e.g. tcp:8080,
-        tcp6:8080, unix:/run/app.sock. May be given more than once
-        [default: tcp:8080].
+        tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem,
+        systemd:domain=INET:index=0. May be given more than once: every
+        worker serves every one [default: tcp:8080].
         """
         self["listen"].append(description)
 
@@ -260,6 +271,7 @@ def makeService(config: Options) -> IService:
             workerInit=config["worker-init"],
             reloadBatch=config["reload-batch"],
             status=config["status"],
+            proxyProtocol=bool(config["proxy-protocol"]),
         )
         service.bindListeners()
     except (ValueError, ListenError) as e:

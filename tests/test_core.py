@@ -226,4 +226,6 @@ def test_stop_serves_every_connection_made_before_it(serve: StartMaster) -> None
         assert master.wait(30) == 0
     print("stop under load:", load.report())
     assert [f for f in load.failed if f[0] < stoppedAt] == []
+    # After it, new clients are refused: never accepted and then reset.
+    assert {why for _, why in load.failed} <= {"ConnectionRefusedError"}
     assert master.count("closing the listening sockets") == 1
