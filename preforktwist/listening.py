@@ -67,6 +67,12 @@ class ListenSpec:
     inherited: int | None = None
 
 
+class _RecordedError(Exception):
+    """
+    Raised by the recording reactor where the endpoint must not go on.
+    """
+
+
 class _RecordingReactor:
     """
     Just enough of a reactor for L{serverFromString} and its endpoints'
@@ -87,6 +93,9 @@ class _RecordingReactor:
 
     def adoptStreamPort(self, *args: Any, **kwargs: Any) -> None:
         self.calls.append(("adopt", args, kwargs))
+        # Fail on purpose: after a successful adopt, Twisted's systemd:
+        # endpoint closes the inherited descriptor, which we want to keep.
+        raise _RecordedError()
 
 
 _SUPPORTED = "use tcp:, tcp6:, ssl:, unix: or systemd:"
@@ -111,7 +120,7 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
         raise ListenError(f"cannot use endpoint {description!r}: {e}") from None
     failures: list[Exception] = []
     result.addErrback(lambda f: failures.append(f.value))
-    if failures and not isinstance(failures[0], AttributeError):
+    if failures and not isinstance(failures[0], (AttributeError, _RecordedError)):
         raise ListenError(f"cannot use endpoint {description!r}: {failures[0]}")
     if len(recorder.calls) != 1:
         raise ListenError(f"endpoint {description!r} is not supported: {_SUPPORTED}")

@@ -185,6 +185,11 @@ class Pool:
         self._stopped: list[Deferred[None]] = []
         self._drained: list[Deferred[None]] = []
         self._holdingSockets: set[int] = set()
+        #: Called with C{ready} (the pool first has all its workers
+        #: accepting), C{reloading}, C{reloaded}, C{stopping}, and
+        #: C{changed} after any change of a worker's state.
+        self.observers: list[Callable[[str], None]] = []
+        self._announcedReady = False
         self._heartbeats = LoopingCall(self._checkHeartbeats)
         self._heartbeats.clock = clock
 
@@ -222,6 +227,10 @@ class Pool:
 
     def _count(self, cause: str) -> None:
         self.restarts[cause] = self.restarts.get(cause, 0) + 1
+
+    def _emit(self, event: str) -> None:
+        for observer in list(self.observers):
+            observer(event)
 
     # Starting.
 
@@ -267,6 +276,7 @@ class Pool:
                 worker=worker.describe(),
                 summary=self.summary(),
             )
+            self._emit("changed")
 
     def _setTimer(
         self, worker: PoolWorker, delay: float, f: Callable[[PoolWorker], None]
@@ -325,6 +335,13 @@ class Pool:
             self.retireWorker(replaced, doom.value)
         self._trim()
         self._continueReload()
+        if (
+            not self._announcedReady
+            and len(self.inState(WorkerState.ACCEPTING)) >= self.size
+        ):
+            self._announcedReady = True
+            self._emit("ready")
+        self._emit("changed")
 
     def workerAlive(self, worker: PoolWorker) -> None:
         """
@@ -417,6 +434,7 @@ class Pool:
         self._checkStopped()
         self._fill()
         self._continueReload()
+        self._emit("changed")
 
     def _failed(self, reason: str) -> None:
         self.failures += 1
@@ -509,6 +527,7 @@ class Pool:
             return
         self.generation += 1
         self.reloading = True
+        self._emit("reloading")
         self.log.info(
             "reload: replacing {n} workers, {batch} at a time",
             n=len(self._busy()),
@@ -534,6 +553,7 @@ class Pool:
                 "reload finished: every worker is new ({summary})",
                 summary=self.summary(),
             )
+            self._emit("reloaded")
             return
         self._fill()
 
@@ -548,6 +568,7 @@ class Pool:
             "keep serving ({summary})",
             summary=self.summary(),
         )
+        self._emit("reloaded")
 
     # Stopping.
 
@@ -560,6 +581,7 @@ class Pool:
         """
         self.running = False
         self.reloading = False
+        self._emit("stopping")
         if self._heartbeats.running:
             self._heartbeats.stop()
         if self._retry is not None:

@@ -101,6 +101,16 @@ def describeEnd(reason: Failure) -> str:
     return f"ended ({value})"
 
 
+def workerEnvironment() -> dict[str, str]:
+    """
+    The master's environment, less what is addressed to the master alone:
+    systemd's notification socket (a worker must not claim readiness).
+    """
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
 class WorkerProcess(ProcessProtocol):
     """
     The master's handle on one worker process.
@@ -150,7 +160,7 @@ class WorkerProcess(ProcessProtocol):
                 sys.executable,
                 [sys.executable, "-m", "preforktwist.worker", config.toJSON()],
                 # spawnProcess's default is an *empty* environment.
-                env=dict(os.environ),
+                env=workerEnvironment(),
                 childFDs=childFDs,
             )
         except BaseException:

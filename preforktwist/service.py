@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from preforktwist.control import WorkerConfig
 from preforktwist.listening import Listener, ListenError, parseListen
 from preforktwist.loading import DEFAULT_PROTOCOL
+from preforktwist.notify import SystemdNotifier
 from preforktwist.pool import Pool
 from preforktwist.process import WorkerProcess
 from preforktwist.scoreboard import Scoreboard
@@ -163,6 +164,7 @@ class PreforkService(Service):
         self.status = status
         self._statusPort: Any = None
         self._signals = signalsFor(reactor)
+        self._notifier: SystemdNotifier | None = None
 
     @property
     def descriptions(self) -> list[str]:
@@ -239,6 +241,9 @@ class PreforkService(Service):
             f"({self.pool.size} workers)"
         )
         self._signals.add(self)
+        self._notifier = SystemdNotifier.fromEnvironment(self.pool)
+        if self._notifier is not None:
+            self.pool.observers.append(self._notifier)
         self.pool.start()
         self.scoreboard.start()
         if self._statusPort is not None:
@@ -265,6 +270,10 @@ class PreforkService(Service):
             self.closeListeners()
             self._signals.remove(self)
             self.scoreboard.stop()
+            if self._notifier is not None:
+                self.pool.observers.remove(self._notifier)
+                self._notifier.close()
+                self._notifier = None
             self.log.info("all workers have exited")
             port, self._statusPort = self._statusPort, None
             return port.stopListening() if port is not None else None

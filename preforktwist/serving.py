@@ -18,7 +18,6 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols import amp
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from preforktwist.accepting import AcceptBudget, adoptListener
@@ -152,6 +151,9 @@ class Worker:
         """
         config = self.config
         if config.tls and config.tls[index]:
+            # Only here: TLS needs pyOpenSSL, an optional extra.
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
             spec = parseListen(config.listen[index])
             factory = TLSMemoryBIOFactory(spec.tls, False, factory)
         if config.proxyProtocol:

@@ -128,3 +128,21 @@ class InitialisedEcho(Protocol):
         ok = initialised == [os.getpid()]
         self.transport.write(b"%d:%s" % (os.getpid(), data if ok else b"no init"))
         self.transport.loseConnection()
+
+
+class PeerAtConnect(Protocol):
+    """
+    Answer C{host:port|message} with the peer address the protocol saw in
+    C{connectionMade}: behind a PROXY header, the real client's.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.peer = self.transport.getPeer()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        host = getattr(self.peer, "host", "?")
+        port = getattr(self.peer, "port", 0)
+        self.transport.write(b"%s:%d|%s" % (host.encode(), port, data))
+        self.transport.loseConnection()

@@ -1,0 +1,80 @@
+"""
+systemd's notification protocol (C{Type=notify}), for the master.
+
+When systemd starts the server with C{NOTIFY_SOCKET} set, the master tells
+it C{READY=1} once the pool first has all its workers accepting,
+C{RELOADING=1} and then C{READY=1} around a rolling reload, C{STOPPING=1}
+when it stops, C{STATUS=} lines with the pool's state as it changes, and
+its C{MAINPID} (which differs from the pid systemd started when twistd
+daemonizes).  The protocol is one datagram per message on a UNIX socket,
+which needs no library.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+
+from twisted.logger import Logger
+
+from preforktwist.pool import Pool
+
+log = Logger()
+
+
+class SystemdNotifier:
+    """
+    Sends the pool's events to systemd.
+    """
+
+    def __init__(self, address: str, pool: Pool) -> None:
+        # An address starting with "@" is in the abstract namespace.
+        self.address = "\0" + address[1:] if address.startswith("@") else address
+        self.pool = pool
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.setblocking(False)
+        self._lastStatus = ""
+
+    @classmethod
+    def fromEnvironment(
+        cls, pool: Pool, environ: Mapping[str, str] = os.environ
+    ) -> SystemdNotifier | None:
+        address = environ.get("NOTIFY_SOCKET")
+        return cls(address, pool) if address else None
+
+    def send(self, *fields: str) -> None:
+        try:
+            self.socket.sendto("\n".join(fields).encode(), self.address)
+        except OSError as e:
+            log.warn(
+                "cannot notify systemd at {address}: {e}", address=self.address, e=e
+            )
+
+    def status(self) -> str:
+        pool = self.pool
+        state = "reloading, " if pool.reloading else ""
+        return f"STATUS={state}{pool.summary()} (want {pool.size})"
+
+    def __call__(self, event: str) -> None:
+        """
+        Called by the pool with C{ready}, C{reloading}, C{reloaded},
+        C{stopping} or C{changed}.
+        """
+        status = self.status()
+        if event == "ready":
+            self.send("READY=1", f"MAINPID={os.getpid()}", status)
+        elif event == "reloading":
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", status)
+        elif event == "reloaded":
+            self.send("READY=1", status)
+        elif event == "stopping":
+            self.send("STOPPING=1", "STATUS=stopping")
+        elif status != self._lastStatus:
+            self.send(status)
+        self._lastStatus = status
+
+    def close(self) -> None:
+        self.socket.close()
