@@ -58,7 +58,6 @@ class PreforkService(Service):
     """
 
     log = Logger()
-    name = "preforktwist"
 
     def __init__(
         self,

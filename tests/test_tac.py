@@ -67,3 +67,38 @@ def test_composed_tac(tmp_path: Path) -> None:
         assert master.wait() == 0
     finally:
         assert master.reap() == []
+
+
+def test_two_pools_tac(tmp_path: Path) -> None:
+    """
+    Two pools in one master: both serve, and one SIGHUP reloads both.
+    """
+    master = runTac(
+        tmp_path,
+        "two-pools.tac",
+        {
+            "PREFORKTWIST_HTTP_LISTEN": "tcp:0:interface=127.0.0.1",
+            "PREFORKTWIST_ECHO_LISTEN": "tcp:0:interface=127.0.0.1",
+        },
+    )
+    try:
+        master.waitForLine(r"\(2 accepting\)")
+        master.waitForLine(r"\(1 accepting\)")
+        ports = [
+            int(p)
+            for p in re.findall(
+                r"listening on 127\.0\.0\.1:(\d+)", "\n".join(master.log())
+            )
+        ]
+        assert len(ports) == 2
+        http, echo = ports
+        assert exchange(http, b"GET / HTTP/1.0\r\n\r\n").endswith(b"hello")
+        assert exchange(echo, b"echo", expect=4) == b"echo"
+        master.signal(signal.SIGHUP)
+        waitUntil(
+            lambda: master.count("reload finished") == 2, 60, "both pools reloaded"
+        )
+        master.signal(signal.SIGTERM)
+        assert master.wait() == 0
+    finally:
+        assert master.reap() == []
