@@ -92,6 +92,8 @@ class Doom(enum.Enum):
 
     ALLOWANCE = "allowance"
     RELOAD = "reload"
+    MEMORY = "memory"
+    AGE = "age"
 
 
 @dataclass
@@ -359,10 +361,26 @@ class Pool:
         The worker will soon have used its allowance: start its replacement
         now, if the surplus allows, so the pool never dips.
         """
+        self.replaceAhead(worker, Doom.ALLOWANCE)
+
+    def replaceAhead(self, worker: PoolWorker, why: Doom) -> bool:
+        """
+        Start a replacement for an accepting worker; the worker retires once
+        the replacement is ready.
+
+        @return: whether the worker was not already being replaced.
+        """
         record = self._records.get(worker.number)
-        if worker.state is WorkerState.ACCEPTING and record and record.doom is None:
-            record.doom = Doom.ALLOWANCE
-            self._fill()
+        if worker.state is not WorkerState.ACCEPTING or not record or record.doom:
+            return False
+        record.doom = why
+        self.log.info(
+            "{worker}: starting its replacement ({why})",
+            worker=worker.describe(),
+            why=why.value,
+        )
+        self._fill()
+        return True
 
     def workerWantsReplacement(self, worker: PoolWorker, cause: str) -> None:
         """

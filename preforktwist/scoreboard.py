@@ -30,9 +30,13 @@ The snapshot's schema (version 1), stable: keys are only ever added::
         "accepted": 12345, "served": 12300, "open": 45,
         "per_second": 210.5             # served, over the last minute
       },
-      "restarts": {"allowance": 10, "crash": 1, "boot_failure": 0,
+      "restarts": {"allowance": 10, "memory": 0, "age": 0, "crash": 1,
+                   "boot_failure": 0,
                    "heartbeat_timeout": 0, "reload": 4, "scaling": 0,
                    "signal": 0},
+      "autoscale": {"min": 2, "max": 8,  # null unless --min/--max-workers
+                    "last_decision": {"ago": 12.5, "size": 5,
+                                      "reason": "3 connections waiting for 2.0s"}},
       "workers": [
         {"number": 17, "pid": 4242,
          "state": "accepting",          # booting, accepting, paused,
@@ -49,6 +53,7 @@ The snapshot's schema (version 1), stable: keys are only ever added::
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -67,6 +72,8 @@ SCHEMA = 1
 #: Every restart cause, so that each is reported, at 0 if it never happened.
 CAUSES = (
     "allowance",
+    "memory",
+    "age",
     "crash",
     "boot_failure",
     "heartbeat_timeout",
@@ -117,6 +124,23 @@ def residentBytes(pid: int | None) -> int | None:
     return None
 
 
+def cpuSeconds(pid: int | None) -> float | None:
+    """
+    CPU time a process has used (user and system), from C{/proc}.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 class Scoreboard:
     """
     Builds snapshots of the pool, and keeps a minute of history for the
@@ -132,6 +156,8 @@ class Scoreboard:
         self.listeners = listeners
         self.clock = clock
         self.startedAt = clock.seconds()
+        #: Set by the service when the pool adapts its size.
+        self.autoscaler: Any = None
         self._history: deque[tuple[float, int]] = deque()
         self._sampler = LoopingCall(self._sample)
         self._sampler.clock = clock
@@ -238,4 +264,24 @@ class Scoreboard:
             },
             "restarts": restarts,
             "workers": workers,
+            "autoscale": self._autoscale(now),
+        }
+
+    def _autoscale(self, now: float) -> dict[str, Any] | None:
+        scaler = self.autoscaler
+        if scaler is None:
+            return None
+        last = scaler.decisions[-1] if scaler.decisions else None
+        return {
+            "min": scaler.minimum,
+            "max": scaler.maximum,
+            "last_decision": (
+                {
+                    "ago": round(now - last.time, 3),
+                    "size": last.size,
+                    "reason": last.reason,
+                }
+                if last
+                else None
+            ),
         }

@@ -17,7 +17,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from preforktwist.autoscale import Autoscaler, PoolSampler
 from preforktwist.control import WorkerConfig
+from preforktwist.limits import WorkerLimits
 from preforktwist.listening import Listener, ListenError, parseListen
 from preforktwist.loading import DEFAULT_PROTOCOL
 from preforktwist.notify import SystemdNotifier
@@ -77,6 +79,15 @@ class PreforkService(Service):
         reloadBatch: int = 1,
         status: str | None = None,
         proxyProtocol: bool = False,
+        minWorkers: int | None = None,
+        maxWorkers: int | None = None,
+        maxWorkerMemory: int = 0,
+        maxWorkerAge: float = 0.0,
+        maxWorkerAgeJitter: float | None = None,
+        minWorkerLifetime: float = 30.0,
+        scaleUpAfter: float = 2.0,
+        scaleDownAfter: float = 10.0,
+        scaleCooldown: float = 5.0,
         reactor: Any = None,
     ) -> None:
         """
@@ -115,6 +126,23 @@ class PreforkService(Service):
             header (v1 or v2, as HAProxy's C{send-proxy} and
             C{send-proxy-v2} send it); the user's protocol sees the client's
             address in C{transport.getPeer()}.
+        @param minWorkers: with C{maxWorkers}, the pool adapts its size
+            to the listen queue between these bounds (see
+            L{preforktwist.autoscale}); C{workers} is the starting size.
+        @param maxWorkers: see C{minWorkers}.
+        @param maxWorkerMemory: resident bytes a worker may use before it
+            is replaced; 0 for no limit.
+        @param maxWorkerAge: seconds a worker may serve before it is
+            replaced; 0 for no limit.
+        @param maxWorkerAgeJitter: up to this many seconds more, at random
+            per worker; default a tenth of C{maxWorkerAge}.
+        @param minWorkerLifetime: no worker younger than this is replaced
+            for memory or age.
+        @param scaleUpAfter: adaptive pool: seconds connections must keep
+            waiting before a worker is added.
+        @param scaleDownAfter: adaptive pool: seconds of slack before a
+            worker is retired.
+        @param scaleCooldown: adaptive pool: least seconds between changes.
         @raise ValueError: for a value that cannot work.
         @raise preforktwist.listening.ListenError: for a bad endpoint.
         """
@@ -122,9 +150,20 @@ class PreforkService(Service):
             from twisted.internet import reactor
         if protocol is not None and factory is not None:
             raise ValueError("give --protocol or --factory, not both")
+        if minWorkers is not None or maxWorkers is not None:
+            low = minWorkers or 1
+            high = maxWorkers or max(low, workers or defaultWorkerCount())
+            if not 1 <= low <= high:
+                raise ValueError(
+                    f"need 1 <= min-workers <= max-workers, not {low}, {high}"
+                )
+            workers = min(max(workers or low, low), high)
+            minWorkers, maxWorkers = low, high
         workers = defaultWorkerCount() if workers is None else workers
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if maxWorkerMemory < 0 or maxWorkerAge < 0 or minWorkerLifetime < 0:
+            raise ValueError("limits must not be negative")
         if min(maxConnectionsPerWorker, maxConnectionsJitter, maxConcurrent) < 0:
             raise ValueError("counts must not be negative")
         if grace < 0 or heartbeatTimeout < 0 or bootTimeout <= 0:
@@ -160,6 +199,29 @@ class PreforkService(Service):
             heartbeatTimeout=heartbeatTimeout,
         )
         self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
+        self.limits = WorkerLimits(
+            self.pool,
+            reactor,
+            maxMemory=maxWorkerMemory,
+            maxAge=maxWorkerAge,
+            ageJitter=(
+                maxWorkerAge / 10 if maxWorkerAgeJitter is None else maxWorkerAgeJitter
+            ),
+            minLifetime=minWorkerLifetime,
+        )
+        self.autoscaler: Autoscaler | None = None
+        if minWorkers is not None and maxWorkers is not None:
+            self.autoscaler = Autoscaler(
+                self.pool,
+                reactor,
+                PoolSampler(self.pool, self.listeners, reactor),
+                minWorkers,
+                maxWorkers,
+                upAfter=scaleUpAfter,
+                downAfter=scaleDownAfter,
+                cooldown=scaleCooldown,
+            )
+        self.scoreboard.autoscaler = self.autoscaler
         self.status = status
         self._statusPort: Any = None
         self._signals = signalsFor(reactor)
@@ -245,6 +307,9 @@ class PreforkService(Service):
             self.pool.observers.append(self._notifier)
         self.pool.start()
         self.scoreboard.start()
+        self.limits.start()
+        if self.autoscaler is not None:
+            self.autoscaler.start()
         if self._statusPort is not None:
             host = self._statusPort.getHost()
             self.log.info(
@@ -260,6 +325,9 @@ class PreforkService(Service):
             n=len(self.pool.workers),
             grace=self.grace,
         )
+        self.limits.stop()
+        if self.autoscaler is not None:
+            self.autoscaler.stop()
         for listener in self.listeners:
             listener.refuseNew()
         d = self.pool.stop()

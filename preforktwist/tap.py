@@ -170,6 +170,99 @@ class Options(usage.Options):
             ),
         ],
         [
+            "min-workers",
+            None,
+            None,
+            "With --max-workers: adapt the pool to the listen queue, never "
+            "below this many workers (--workers is the starting count).",
+            _number("min-workers", int, 1, MAX_WORKERS, _WORKERS),
+        ],
+        [
+            "max-workers",
+            None,
+            None,
+            "With --min-workers: never above this many workers.",
+            _number("max-workers", int, 1, MAX_WORKERS, _WORKERS),
+        ],
+        [
+            "scale-up-after",
+            None,
+            2.0,
+            "Adaptive pool: seconds connections must keep waiting in the queue "
+            "before a worker is added.",
+            _number(
+                "scale-up-after",
+                float,
+                0.1,
+                3600,
+                "a number of seconds from 0.1 to 3600",
+            ),
+        ],
+        [
+            "scale-down-after",
+            None,
+            10.0,
+            "Adaptive pool: seconds of slack (nothing waiting, workers mostly "
+            "idle) before a worker is retired.",
+            _number(
+                "scale-down-after",
+                float,
+                0.1,
+                86400,
+                "a number of seconds from 0.1 to 86400",
+            ),
+        ],
+        [
+            "scale-cooldown",
+            None,
+            5.0,
+            "Adaptive pool: least seconds between two changes of size.",
+            _number("scale-cooldown", float, 0, 86400, _SECONDS),
+        ],
+        [
+            "max-worker-memory",
+            None,
+            0,
+            "Megabytes of resident memory a worker may use before it is "
+            "replaced (gracefully, replacement first); 0 means no limit.",
+            _number(
+                "max-worker-memory", float, 0, 2**40, "a number of megabytes, 0 or more"
+            ),
+        ],
+        [
+            "max-worker-age",
+            None,
+            0,
+            "Seconds a worker may serve before it is replaced; 0 means no limit.",
+            _number(
+                "max-worker-age", float, 0, 10**9, "a number of seconds, 0 or more"
+            ),
+        ],
+        [
+            "max-worker-age-jitter",
+            None,
+            None,
+            "Each worker's age limit is --max-worker-age plus a random 0 to "
+            "this many seconds [default: a tenth of --max-worker-age].",
+            _number(
+                "max-worker-age-jitter",
+                float,
+                0,
+                10**9,
+                "a number of seconds, 0 or more",
+            ),
+        ],
+        [
+            "min-worker-lifetime",
+            None,
+            30.0,
+            "No worker younger than this many seconds is replaced for memory "
+            "or age, so a limit set too low cannot make a spawn loop.",
+            _number(
+                "min-worker-lifetime", float, 0, 10**9, "a number of seconds, 0 or more"
+            ),
+        ],
+        [
             "status",
             None,
             None,
@@ -244,8 +337,13 @@ class Options(usage.Options):
                 parseListen(description, self["backlog"])
             except ListenError as e:
                 raise usage.UsageError(f"--listen: {e}") from None
+        low, high = self["min-workers"], self["max-workers"]
+        if (low is None) != (high is None):
+            raise usage.UsageError("--min-workers and --max-workers: give both")
+        if low is not None and low > high:
+            raise usage.UsageError(f"--min-workers {low} is above --max-workers {high}")
         if self["workers"] is None:
-            self["workers"] = defaultWorkerCount()
+            self["workers"] = low if low is not None else defaultWorkerCount()
 
 
 def makeService(config: Options) -> IService:
@@ -272,6 +370,15 @@ def makeService(config: Options) -> IService:
             reloadBatch=config["reload-batch"],
             status=config["status"],
             proxyProtocol=bool(config["proxy-protocol"]),
+            minWorkers=config["min-workers"],
+            maxWorkers=config["max-workers"],
+            maxWorkerMemory=int(config["max-worker-memory"] * 1024 * 1024),
+            maxWorkerAge=config["max-worker-age"],
+            maxWorkerAgeJitter=config["max-worker-age-jitter"],
+            minWorkerLifetime=config["min-worker-lifetime"],
+            scaleUpAfter=config["scale-up-after"],
+            scaleDownAfter=config["scale-down-after"],
+            scaleCooldown=config["scale-cooldown"],
         )
         service.bindListeners()
     except (ValueError, ListenError) as e:

@@ -146,3 +146,19 @@ class PeerAtConnect(Protocol):
         port = getattr(self.peer, "port", 0)
         self.transport.write(b"%s:%d|%s" % (host.encode(), port, data))
         self.transport.loseConnection()
+
+
+_leak: list[bytes] = []
+
+
+class Leaky(Protocol):
+    """
+    Keep 4 MB per connection for ever, then answer like PidEcho: a slow
+    leak in user code.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        _leak.append(os.urandom(4 * 1024 * 1024))
+        self.transport.write(b"%d:%s" % (os.getpid(), data))
+        self.transport.loseConnection()
