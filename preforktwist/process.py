@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import Factory, ProcessProtocol, connectionDone
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -111,6 +111,27 @@ def workerEnvironment() -> dict[str, str]:
     return env
 
 
+class _Output(Protocol):
+    """
+    A forked worker's stdout or stderr, a socket rather than a pipe.
+    """
+
+    def __init__(self, worker: WorkerProcess, childFD: int) -> None:
+        self.worker = worker
+        self.childFD = childFD
+
+    @classmethod
+    def forWorker(cls, worker: WorkerProcess, childFD: int) -> Factory:
+        output = cls(worker, childFD)
+        return Factory.forProtocol(lambda: output)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.worker.childDataReceived(self.childFD, data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.worker.childConnectionLost(self.childFD)
+
+
 class WorkerProcess(ProcessProtocol):
     """
     The master's handle on one worker process.
@@ -170,13 +191,39 @@ class WorkerProcess(ProcessProtocol):
             # The master must not hold the worker's end, or it would never
             # see EOF when the worker dies.
             theirs.close()
-        ours.setblocking(False)
-        self.control = _MasterControl(self)
-        control = self.control
+        self._adoptControl(ours.detach())
+
+    def _adoptControl(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        control = self.control = _MasterControl(self)
         self.reactor.adoptStreamConnection(
-            ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: control)
+            fd, socket.AF_UNIX, Factory.forProtocol(lambda: control)
         )
-        ours.close()
+        os.close(fd)
+
+    def attachForked(self, pid: int, controlFD: int, outFD: int, errFD: int) -> None:
+        """
+        The fork server made this worker: connect its control channel and
+        its output, which come as descriptors rather than as a child process
+        of ours.
+        """
+        self.pid = pid
+        self.log.info("forked {worker}", worker=self.describe())
+        self._adoptControl(controlFD)
+        for childFD, fd in ((1, outFD), (2, errFD)):
+            os.set_blocking(fd, False)
+            self.reactor.adoptStreamConnection(
+                fd, socket.AF_UNIX, _Output.forWorker(self, childFD)
+            )
+            os.close(fd)
+
+    def forkFailed(self, why: str) -> None:
+        """
+        The fork server could not make this worker: to the pool, a worker
+        that died before it was ready.
+        """
+        self.pool.workerBootFailed(self, why)
+        self.processExited(Failure(ProcessTerminated(1, None, None)))
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -246,10 +293,17 @@ class WorkerProcess(ProcessProtocol):
         self._signal(signal.SIGUSR2)
 
     def _signal(self, name: str | int) -> None:
-        if self.exited or self.transport is None:
+        if self.exited:
             return
         try:
-            self.transport.signalProcess(name)
+            if self.transport is not None:
+                self.transport.signalProcess(name)
+            elif self.pid is not None:
+                # A forked worker is the fork server's child, not ours.
+                signum = (
+                    name if isinstance(name, int) else getattr(signal, "SIG" + name)
+                )
+                os.kill(self.pid, signum)
         except (ProcessExitedAlready, OSError):
             pass
 
@@ -274,6 +328,8 @@ class WorkerProcess(ProcessProtocol):
         self.kill()
 
     def processExited(self, reason: Failure) -> None:
+        if self.exited:
+            return
         # processExited, not processEnded: a grandchild holding the worker's
         # stdout must not delay the replacement.
         self.exited = True

@@ -75,6 +75,13 @@ class Options(usage.Options):
 
     optFlags = [
         [
+            "no-fork-server",
+            None,
+            "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
+            "instead of forking it from a template process that has already "
+            "imported Twisted (about a millisecond).",
+        ],
+        [
             "proxy-protocol",
             None,
             "Every connection starts with a PROXY protocol header (v1 or v2, "
@@ -370,6 +377,7 @@ def makeService(config: Options) -> IService:
             reloadBatch=config["reload-batch"],
             status=config["status"],
             proxyProtocol=bool(config["proxy-protocol"]),
+            forkServer=not config["no-fork-server"],
             minWorkers=config["min-workers"],
             maxWorkers=config["max-workers"],
             maxWorkerMemory=int(config["max-worker-memory"] * 1024 * 1024),

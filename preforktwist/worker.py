@@ -18,7 +18,7 @@ import resource
 import signal
 import sys
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from twisted.logger import (
     ILogObserver,
@@ -115,8 +115,8 @@ def _installReactor(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """
-    Run one worker to its end, then exit the process directly: nothing of
-    the interpreter's teardown may write to a pipe whose reader is gone.
+    The program started by the master: C{python -m preforktwist.worker
+    CONFIG-JSON}.
     """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -125,6 +125,19 @@ def main(argv: list[str] | None = None) -> None:
             "(started by the preforktwist master, not by hand)"
         )
     config = WorkerConfig.fromJSON(args[0])
+    run(config, config.masterPid)
+
+
+def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
+    """
+    Run one worker to its end, then exit the process directly: nothing of
+    the interpreter's teardown may write to a pipe whose reader is gone.
+
+    @param parentPid: the master, when it started this worker itself: its
+        death then ends the worker too (a backstop to the control channel's
+        EOF).  L{None} for a worker forked by the fork server, which must
+        outlive the fork server if need be.
+    """
     try:
         # Ctrl-C in a terminal signals the whole process group; the master
         # decides how workers stop, so they live in a group of their own.
@@ -141,10 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         redirectStandardIO=True,
     )
     worker = Worker(config, reactor)
-    if not _dieWithParent(config.masterPid):
-        log.warn(
-            "master {pid} is gone before this worker started", pid=config.masterPid
-        )
+    if parentPid is not None and not _dieWithParent(parentPid):
+        log.warn("the process that started this worker is gone")
         os._exit(1)
     # The master sends SIGUSR2 to a worker that stopped turning its reactor:
     # faulthandler writes every thread's stack to stderr, from C, even while

@@ -59,20 +59,6 @@ def isAlive(pid: int) -> bool:
     return processState(pid) not in (None, "Z", "X")
 
 
-def childrenOf(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 class Master:
     """
     A C{twistd -n preforked} process started for one test.
@@ -177,7 +163,7 @@ class Master:
         return [
             int(p)
             for p in re.findall(
-                r"started worker \d+ \(pid (\d+)\)", "\n".join(self.log())
+                r"(?:started|forked) worker \d+ \(pid (\d+)\)", "\n".join(self.log())
             )
         ]
 
@@ -205,7 +191,18 @@ class Master:
         )
 
     def liveWorkers(self) -> list[int]:
-        return [pid for pid in childrenOf(self.pid) if isAlive(pid)]
+        """
+        The workers alive now (whether the master started them or its fork
+        server forked them).
+        """
+        return [pid for pid in self.workerPids() if isAlive(pid)]
+
+    def forkServers(self) -> list[int]:
+        """
+        Every fork server this master ever started, from its log.
+        """
+        pattern = r"started the fork server \(pid (\d+)\)"
+        return [int(p) for p in re.findall(pattern, "\n".join(self.log()))]
 
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
@@ -228,7 +225,7 @@ class Master:
                 leaked.append(self.pid)
                 self.process.kill()
                 self.process.wait(10)
-        workers = self.workerPids()
+        workers = self.workerPids() + self.forkServers()
         try:
             waitUntil(
                 lambda: not any(isAlive(pid) for pid in workers), 10, "workers to exit"

@@ -1,0 +1,211 @@
+"""
+The master's side of the fork server (L{preforktwist.forkserver}): start
+it, ask it for workers, and hear from it how they ended.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
+
+if TYPE_CHECKING:
+    from preforktwist.process import WorkerProcess
+
+
+def endOf(status: int) -> Failure:
+    """
+    A C{waitpid} status as Twisted's own reasons for a process's end.
+    """
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return Failure(ProcessDone(status))
+    if code < 0:
+        return Failure(ProcessTerminated(None, -code, status))
+    return Failure(ProcessTerminated(code, None, status))
+
+
+@implementer(IFileDescriptorReceiver)
+class _Channel(Protocol):
+    """
+    The master's end of the fork server's control socket: commands out,
+    C{forked PID} (with three descriptors) and C{exited PID STATUS} in.
+    """
+
+    def __init__(self, server: ForkServer) -> None:
+        self.server = server
+        self._fds: list[int] = []
+        self._buffer = b""
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self._fds.append(descriptor)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            words = line.decode().split()
+            if words[:1] == ["forked"] and len(self._fds) >= 3:
+                fds, self._fds = self._fds[:3], self._fds[3:]
+                self.server.forked(int(words[1]), fds)
+            elif words[:1] == ["exited"]:
+                self.server.exited(int(words[1]), int(words[2]))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        self.server.channelLost()
+
+
+class ForkServer(ProcessProtocol):
+    """
+    One fork server process, from its start to the exit of its last child.
+
+    @ivar alive: it can take fork requests.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.alive = False
+        self.pid: int | None = None
+        self._channel: _Channel | None = None
+        self._waiting: deque[WorkerProcess] = deque()
+        self._children: dict[int, WorkerProcess] = {}
+        self._orphanWatch: LoopingCall | None = None
+
+    def start(self, reactorModule: str, listenFDs: list[int]) -> None:
+        ours, theirs = socket.socketpair()
+        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+        childFDs[CONTROL_FD] = theirs.fileno()
+        for offset, fd in enumerate(listenFDs):
+            childFDs[FIRST_LISTEN_FD + offset] = fd
+        from preforktwist.process import workerEnvironment
+
+        try:
+            self.reactor.spawnProcess(
+                self,
+                sys.executable,
+                [
+                    sys.executable,
+                    "-m",
+                    "preforktwist.forkserver",
+                    reactorModule,
+                    str(len(listenFDs)),
+                ],
+                env=workerEnvironment(),
+                childFDs=childFDs,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        channel = self._channel = _Channel(self)
+        self.reactor.adoptStreamConnection(
+            ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+        )
+        ours.close()
+        self.alive = True
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.pid = self.transport.pid
+        self.transport.closeStdin()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip() and '"ready"' not in line:
+                self.log.warn("fork server: {line}", line=line)
+
+    def fork(self, worker: WorkerProcess, config: WorkerConfig) -> None:
+        """
+        Ask for a worker; L{WorkerProcess.attachForked} is called when it is
+        born.
+        """
+        assert self._channel is not None and self._channel.transport is not None
+        self._waiting.append(worker)
+        self._channel.transport.write(b"fork " + config.toJSON().encode() + b"\n")
+
+    def forked(self, pid: int, fds: list[int]) -> None:
+        if not self._waiting:
+            for fd in fds:
+                os.close(fd)
+            return
+        worker = self._waiting.popleft()
+        self._children[pid] = worker
+        worker.attachForked(pid, *fds)
+
+    def exited(self, pid: int, status: int) -> None:
+        worker = self._children.pop(pid, None)
+        if worker is not None:
+            worker.processExited(endOf(status))
+
+    def close(self) -> None:
+        """
+        No more forks: the server gives back its listening sockets, and
+        exits once its children have.
+        """
+        self.alive = False
+        channel = self._channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.write(b"close\n")
+        self._failWaiting("the fork server was closed")
+
+    def _failWaiting(self, why: str) -> None:
+        while self._waiting:
+            worker = self._waiting.popleft()
+            worker.forkFailed(why)
+
+    def channelLost(self) -> None:
+        self.alive = False
+        self._failWaiting("the fork server's channel closed")
+
+    def processExited(self, reason: Failure) -> None:
+        self.alive = False
+        self._failWaiting("the fork server exited")
+        if self._children:
+            self.log.warn(
+                "fork server exited with {n} workers still running; watching them",
+                n=len(self._children),
+            )
+            self._orphanWatch = LoopingCall(self._watchOrphans)
+            self._orphanWatch.clock = self.reactor
+            self._orphanWatch.start(0.2)
+
+    def _watchOrphans(self) -> None:
+        """
+        Without their parent to reap them, orphans are seen exiting by
+        their pid disappearing (or becoming a zombie of some other parent).
+        """
+        for pid, worker in list(self._children.items()):
+            if not _running(pid):
+                del self._children[pid]
+                worker.processExited(Failure(ProcessTerminated(None, None, None)))
+        if not self._children and self._orphanWatch is not None:
+            self._orphanWatch.stop()
+            self._orphanWatch = None
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")

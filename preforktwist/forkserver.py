@@ -1,0 +1,232 @@
+"""
+The fork server, C{python -m preforktwist.forkserver}: a template process
+that has already imported Twisted and preforktwist, and forks ready workers
+on the master's request.
+
+A fresh interpreter that imports Twisted costs about 0.3 s of CPU; forking
+this template costs about a millisecond.  That is what makes recycling
+workers every hundred connections affordable at thousands of connections
+a second.
+
+The template is spawned by the master with the listening sockets from fd 4
+on and a control socket on fd 3.  It runs no reactor, creates no thread and
+imports none of the user's code: anything of that kind would be shared, or
+half-shared, by every child after C{fork()} (an epoll instance, a lock held
+by a thread that does not exist in the child).  Its loop reads one command
+a line from the master:
+
+    fork CONFIG-JSON
+
+and forks a worker: the child gets a new control socket on fd 3, sockets
+for its stdout and stderr, the listening sockets where they were, and runs
+L{preforktwist.worker.run}; it never returns into this loop.  The template
+answers with C{forked PID}, passing the master's ends of those three
+sockets along (C{SCM_RIGHTS}).  When a child exits, the template reaps it
+and tells the master C{exited PID STATUS}.  On EOF from the master, or
+C{SIGTERM}, it closes its copies of the listening sockets and exits once
+its children have (they get the same EOF from their own control channels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+import preforktwist.worker
+from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
+from preforktwist.titles import setTitle
+
+
+def _preimport(reactorModule: str) -> None:
+    """
+    Import what every worker needs, so that each fork has it for free.  The
+    reactor module is imported, not installed: installing it creates an
+    epoll instance, which must be each worker's own.
+    """
+    import twisted.internet.protocol
+    import twisted.protocols.amp  # noqa: F401
+    from twisted.python.reflect import namedAny
+
+    import preforktwist.serving  # noqa: F401
+
+    if reactorModule:
+        try:
+            namedAny(reactorModule)
+        except Exception:
+            pass
+    assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"
+
+
+class ForkServer:
+    def __init__(self, control: socket.socket, listenCount: int) -> None:
+        self.control = control
+        self.listenFDs = [FIRST_LISTEN_FD + i for i in range(listenCount)]
+        self.children: set[int] = set()
+        self.closing = False
+        self._buffer = b""
+        self._wakeRead, self._wakeWrite = os.pipe()
+        os.set_blocking(self._wakeRead, False)
+        os.set_blocking(self._wakeWrite, False)
+
+    def serve(self) -> NoReturn:
+        signal.set_wakeup_fd(self._wakeWrite)
+        signal.signal(signal.SIGCHLD, lambda s, f: None)
+        signal.signal(signal.SIGTERM, lambda s, f: self._close())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while not (self.closing and not self.children):
+            control = self.control.fileno()
+            readable, _, _ = select.select([control, self._wakeRead], [], [])
+            if self._wakeRead in readable:
+                try:
+                    os.read(self._wakeRead, 512)
+                except BlockingIOError:
+                    pass
+            self._reap()
+            if control in readable and not self.closing:
+                self._readCommands()
+        os._exit(0)
+
+    def _close(self) -> None:
+        """
+        No more forks: give back the listening sockets, and leave once the
+        children are gone.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        for fd in self.listenFDs:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _readCommands(self) -> None:
+        try:
+            data = self.control.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close()
+            return
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            verb, _, argument = line.partition(b" ")
+            if verb == b"fork":
+                self._fork(WorkerConfig.fromJSON(argument.decode()))
+            elif verb == b"close":
+                self._close()
+
+    def _send(self, line: str, fds: list[int] | None = None) -> None:
+        try:
+            socket.send_fds(self.control, [line.encode() + b"\n"], fds or [])
+        except OSError:
+            self._close()
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._send(f"exited {pid} {status}")
+
+    def _fork(self, config: WorkerConfig) -> None:
+        pairs = [socket.socketpair() for _ in range(3)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._becomeWorker(config, pairs)
+        masterEnds = [ours.fileno() for ours, _ in pairs]
+        self.children.add(pid)
+        self._send(f"forked {pid}", masterEnds)
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+
+    def _becomeWorker(
+        self, config: WorkerConfig, pairs: list[tuple[socket.socket, socket.socket]]
+    ) -> NoReturn:
+        """
+        In the child: put the descriptors where a worker expects them,
+        forget everything of the template's, and run the worker.
+        """
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            # Raw descriptors from here on: no socket object may later close
+            # a number that the worker has reused.
+            self.control.detach()
+            for ours, _ in pairs:
+                os.close(ours.detach())
+            control, out, err = (theirs.detach() for _, theirs in pairs)
+            os.dup2(control, CONTROL_FD)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            keep = {0, 1, 2, CONTROL_FD, *self.listenFDs}
+            for fd in _openFDs():
+                if fd not in keep:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            preforktwist.worker.run(config, None)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        os._exit(1)
+
+
+def _openFDs() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 256))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.exit(
+            "usage: python -m preforktwist.forkserver REACTOR LISTEN-COUNT "
+            "(started by the preforktwist master, not by hand)"
+        )
+    reactorModule, listenCount = args[0], int(args[1])
+    control = socket.socket(fileno=CONTROL_FD)
+    control.setblocking(True)
+    masterPid = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != masterPid:
+        os._exit(1)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    _preimport(reactorModule)
+    setTitle("preforktwist fork server")
+    print(json.dumps({"ready": os.getpid()}), flush=True)
+    ForkServer(control, listenCount).serve()
+
+
+if __name__ == "__main__":
+    main()
