@@ -230,3 +230,50 @@ def test_process_titles(serve: StartMaster) -> None:
     )
     assert len(re.findall(r"preforktwist worker \d+ tcp:0", titles)) == 2
     assert os.getpid() != master.pid
+
+
+def test_fork_server_killed(serve: StartMaster) -> None:
+    """
+    SIGKILL of the fork server: the workers it made keep serving (they do
+    not die with it), their exits are still noticed, and new workers keep
+    coming (from a new fork server, or as fresh interpreters meanwhile).
+    """
+    master = serve("-w", "2", "-m", "20", "-p", "tests.apps.PidEcho")
+    master.waitForWorkers(2)
+    (forkServer,) = master.forkServers()
+    with Load(master.port, clients=2) as load:
+        load.waitForMore(50)
+        os.kill(forkServer, signal.SIGKILL)
+        before = len(master.workerPids())
+        waitUntil(lambda: len(master.workerPids()) >= before + 6, 60, "more workers")
+        load.waitForMore(50)
+    print("fork server killed:", load.report())
+    assert load.failed == []
+    waitUntil(lambda: len(master.liveWorkers()) == 2, 30, "the pool at 2")
+
+
+def test_without_fork_server(serve: StartMaster) -> None:
+    """
+    --no-fork-server: every worker is a fresh interpreter, started by the
+    master itself; recycling still loses nothing.
+    """
+    master = serve(
+        "-w", "2", "-m", "10", "--no-fork-server", "-p", "tests.apps.PidEcho"
+    )
+    master.waitForWorkers(2)
+    with Load(master.port, clients=2, limit=100) as load:
+        waitUntil(lambda: load.attempted >= 100, 60, "100 connections")
+    assert load.failed == []
+    assert master.forkServers() == []
+    assert master.count("forked worker") == 0
+    assert len(master.workerPids()) >= 10
+
+
+def test_reload_starts_a_new_fork_server(serve: StartMaster) -> None:
+    master = serve("-w", "2", "-p", "tests.apps.PidEcho")
+    master.waitForWorkers(2)
+    (first,) = master.forkServers()
+    master.signal(signal.SIGHUP)
+    master.waitForLine("reload finished", 60)
+    waitUntil(lambda: len(master.forkServers()) == 2, 10, "a second fork server")
+    waitUntil(lambda: not isAlive(first), 30, "the first fork server to exit")
