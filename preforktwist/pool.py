@@ -337,6 +337,9 @@ class Pool:
             self.retireWorker(replaced, doom.value)
         self._trim()
         self._continueReload()
+        # Retiring a replaced worker freed a place in the surplus: another
+        # doomed worker may now get its replacement.
+        self._fill()
         if (
             not self._announcedReady
             and len(self.inState(WorkerState.ACCEPTING)) >= self.size

@@ -28,7 +28,6 @@ from preforktwist.pool import Pool
 from preforktwist.process import WorkerProcess
 from preforktwist.scoreboard import Scoreboard
 from preforktwist.signals import signalsFor
-from preforktwist.statusweb import statusSite
 from preforktwist.titles import setTitle
 
 
@@ -269,6 +268,8 @@ class PreforkService(Service):
             endpoint = serverFromString(self.reactor, description)
         except Exception as e:
             raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
+        from preforktwist.statusweb import statusSite
+
         result = endpoint.listen(statusSite(self.scoreboard))
         outcome: list[Any] = []
         result.addBoth(outcome.append)

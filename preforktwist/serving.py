@@ -32,7 +32,6 @@ from preforktwist.control import (
     Stop,
     WorkerConfig,
 )
-from preforktwist.listening import ListenError, parseListen
 from preforktwist.loading import FactoryError, loadFactory, loadWorkerInit
 from preforktwist.proxied import ProxyHeaderFactory
 
@@ -151,10 +150,16 @@ class Worker:
         """
         config = self.config
         if config.tls and config.tls[index]:
-            # Only here: TLS needs pyOpenSSL, an optional extra.
+            # Only here: TLS needs pyOpenSSL, an optional extra, and the
+            # endpoint parser is big.
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            spec = parseListen(config.listen[index])
+            from preforktwist.listening import parseListen
+
+            try:
+                spec = parseListen(config.listen[index])
+            except Exception as e:
+                raise FactoryError(f"--listen {config.listen[index]}: {e}") from None
             factory = TLSMemoryBIOFactory(spec.tls, False, factory)
         if config.proxyProtocol:
             factory = ProxyHeaderFactory(factory)
@@ -170,7 +175,7 @@ class Worker:
 
     def _bootFailed(self, failure: Failure, fds: list[int]) -> None:
         self._closeFDs(fds)
-        if failure.check(FactoryError, ListenError):
+        if failure.check(FactoryError):
             reason = str(failure.value)
         else:
             reason = f"--worker-init {self.config.workerInit}: raised " + (

@@ -148,3 +148,19 @@ def test_age_limit_within_the_jitter_window() -> None:
     for number in (1, 2, 3):
         assert 60 <= retiredAt[number] <= 72, retiredAt
     assert limits.ageLimit(FakeWorker(99)) <= 70
+
+
+def test_several_doomed_at_once_are_all_replaced() -> None:
+    """
+    Three workers over their limit in the same check: with a surplus of
+    one, they are replaced one after another, all of them.
+    """
+    h = Harness(3)
+    h.pool.start()
+    h.readyAll()
+    leaky(h, {1: 200, 2: 200, 3: 200}, maxMemory=100, minLifetime=0)
+    for _ in range(10):
+        h.clock.advance(1)
+        h.readyAll()
+    assert [w.calls for w in h.spawned[:3]] == [["retire"]] * 3
+    assert h.pool.restarts == {"memory": 3}
