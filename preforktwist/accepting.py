@@ -57,6 +57,10 @@ class AcceptBudget:
         """
         self.allowance = allowance
         self.maxOpen = maxOpen
+        #: The most connections one wake-up may accept; 0 leaves Twisted's
+        #: own adaptive batch.  Small batches spread a burst over the
+        #: workers instead of letting the first awake take it all.
+        self.batch = 0
         self.accepted = 0
         self.open = 0
         self.closing = False
@@ -167,8 +171,10 @@ class _BudgetedPortMixin:
 
     @property
     def numberAccepts(self) -> int:
-        room = self.budget.room()
-        return self._batch if room is None else min(self._batch, room)
+        budget = self.budget
+        room = budget.room()
+        batch = min(self._batch, budget.batch) if budget.batch else self._batch
+        return batch if room is None else min(batch, room)
 
     @numberAccepts.setter
     def numberAccepts(self, value: int) -> None:

@@ -45,6 +45,8 @@ class WorkerConfig:
     @ivar replaceAt: the share of the allowance after which to ask for the
         replacement ahead of time; 1 to ask only when it is used up.
     @ivar maxOpen: connections to hold open at once; 0 for no cap.
+    @ivar acceptBatch: connections to accept per wake-up at most; 0 for
+        Twisted's own adaptive batch.
     @ivar grace: seconds to finish open connections once told to stop.
     @ivar reactor: module of the master's reactor, to install the same one.
     @ivar countsInterval: seconds between L{Counts} reports.
@@ -62,6 +64,7 @@ class WorkerConfig:
     allowance: int = 0
     replaceAt: float = 1.0
     maxOpen: int = 0
+    acceptBatch: int = 0
     grace: float = 30.0
     reactor: str = ""
     countsInterval: float = 1.0

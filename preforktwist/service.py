@@ -78,6 +78,7 @@ class PreforkService(Service):
         workerInit: str | None = None,
         reloadBatch: int = 1,
         forkServer: bool = True,
+        acceptBatch: int = 0,
         status: str | None = None,
         proxyProtocol: bool = False,
         minWorkers: int | None = None,
@@ -123,6 +124,8 @@ class PreforkService(Service):
         @param forkServer: start workers by forking a template process that
             has already imported Twisted (about a millisecond each), rather
             than as fresh interpreters (about 0.3 s of CPU each).
+        @param acceptBatch: the most connections a worker accepts per
+            wake-up; 0 for Twisted's adaptive batch (up to 100 and more).
         @param status: a server endpoint description for the status page,
             JSON and metrics (e.g. C{tcp:9100:interface=127.0.0.1}); L{None}
             for none.
@@ -230,6 +233,7 @@ class PreforkService(Service):
         self._statusPort: Any = None
         self._signals = signalsFor(reactor)
         self.useForkServer = forkServer
+        self.acceptBatch = acceptBatch
         self._forkServer: ForkServer | None = None
         self._forkServerStarted = 0.0
         self._notifier: SystemdNotifier | None = None
@@ -385,6 +389,7 @@ class PreforkService(Service):
             allowance=self._allowance(),
             replaceAt=self.replaceAt,
             maxOpen=self.maxConcurrent,
+            acceptBatch=self.acceptBatch,
             workerInit=self.workerInit,
             grace=self.grace,
             reactor=type(self.reactor).__module__,

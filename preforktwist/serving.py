@@ -86,6 +86,7 @@ class Worker:
             onIdle=self._idle,
             onAccepted=self._accepted,
         )
+        self.budget.batch = config.acceptBatch
         self.control: _WorkerControl | None = None
         self.finishing = False
         self._nearAllowanceSent = False

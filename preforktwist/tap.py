@@ -270,6 +270,14 @@ class Options(usage.Options):
             ),
         ],
         [
+            "accept-batch",
+            None,
+            0,
+            "The most connections a worker accepts per wake-up; small values "
+            "spread bursts over the workers. 0 leaves Twisted's adaptive batch.",
+            _number("accept-batch", int, 0, 100000, _COUNT),
+        ],
+        [
             "status",
             None,
             None,
@@ -378,6 +386,7 @@ def makeService(config: Options) -> IService:
             status=config["status"],
             proxyProtocol=bool(config["proxy-protocol"]),
             forkServer=not config["no-fork-server"],
+            acceptBatch=config["accept-batch"],
             minWorkers=config["min-workers"],
             maxWorkers=config["max-workers"],
             maxWorkerMemory=int(config["max-worker-memory"] * 1024 * 1024),

@@ -97,8 +97,8 @@ class AdoptedPortTests(TestCase):
         yield pollUntil(lambda: budget.open == 0)
         yield settle()
 
-    def adopt(self, listener: socket.socket, budget: AcceptBudget) -> None:
-        adoptListener(
+    def adopt(self, listener: socket.socket, budget: AcceptBudget) -> Any:
+        return adoptListener(
             reactor,
             listener.fileno(),
             listener.family,
@@ -196,4 +196,20 @@ class AdoptedPortTests(TestCase):
         assert os.path.exists(self.path)
         clients = self.connect(listener, 1)
         assert self.queued(listener) == 1
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_acceptBatch(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A batch of 3: one wake-up accepts 3 of the 10 queued, and the rest
+        come on the next wake-ups.
+        """
+        listener = self.listen()
+        clients = self.connect(listener, 10)
+        budget = AcceptBudget()
+        budget.batch = 3
+        port = self.adopt(listener, budget)
+        port.doRead()
+        assert budget.accepted == 3
+        yield pollUntil(lambda: budget.accepted == 10)
         yield self.closeAll(budget, clients)
