@@ -29,6 +29,7 @@ its children have (they get the same EOF from their own control channels).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -223,6 +224,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except OSError:
         pass
     _preimport(reactorModule)
+    # Everything imported so far lives as long as every worker: keep the
+    # collector away from it, so that a child's collections do not write
+    # to (and so copy) the pages it shares with this template.
+    gc.collect()
+    gc.freeze()
     setTitle("preforktwist fork server")
     print(json.dumps({"ready": os.getpid()}), flush=True)
     ForkServer(control, listenCount).serve()
