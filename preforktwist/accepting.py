@@ -64,6 +64,8 @@ class AcceptBudget:
         self.accepted = 0
         self.open = 0
         self.closing = False
+        #: A standby worker's budget: no room at all until L{release}.
+        self.held = False
         self._onExhausted = onExhausted
         self._onIdle = onIdle
         self._onAccepted = onAccepted
@@ -80,7 +82,7 @@ class AcceptBudget:
         """
         How many connections may be accepted right now; L{None} for no limit.
         """
-        if self.closing:
+        if self.closing or self.held:
             return 0
         limits = []
         if self.allowance:
@@ -103,6 +105,17 @@ class AcceptBudget:
         if self.exhausted():
             self.closing = True
             self._onExhausted()
+
+    def release(self) -> None:
+        """
+        Start accepting: the standby worker takes its place in the pool.
+        """
+        if not self.held:
+            return
+        self.held = False
+        if self.room() != 0:
+            for port in self.ports:
+                port.startReading()  # type: ignore[no-untyped-call]
 
     def recordClosed(self) -> None:
         self.open -= 1

@@ -47,6 +47,7 @@ class WorkerConfig:
     @ivar maxOpen: connections to hold open at once; 0 for no cap.
     @ivar acceptBatch: connections to accept per wake-up at most; 0 for
         Twisted's own adaptive batch.
+    @ivar standby: boot, then accept nothing until told L{Activate}.
     @ivar grace: seconds to finish open connections once told to stop.
     @ivar reactor: module of the master's reactor, to install the same one.
     @ivar countsInterval: seconds between L{Counts} reports.
@@ -65,6 +66,7 @@ class WorkerConfig:
     replaceAt: float = 1.0
     maxOpen: int = 0
     acceptBatch: int = 0
+    standby: bool = False
     grace: float = 30.0
     reactor: str = ""
     countsInterval: float = 1.0
@@ -155,6 +157,13 @@ class Retire(amp.Command):
     """
     Stop accepting, finish the open connections and exit, leaving what is
     queued to the other workers.
+    """
+
+
+class Activate(amp.Command):
+    """
+    A standby worker, booted with its sockets adopted but accepting
+    nothing, takes its place in the pool: it starts accepting now.
     """
 
 

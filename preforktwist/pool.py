@@ -47,6 +47,7 @@ from twisted.logger import Logger
 
 class WorkerState(enum.Enum):
     BOOTING = "booting"
+    STANDBY = "standby"
     ACCEPTING = "accepting"
     RETIRING = "retiring"
     STOPPING = "stopping"
@@ -74,6 +75,9 @@ class PoolWorker(Protocol):
         Ask the worker to accept what is queued, finish and exit.  The
         result fires once the worker has closed its listening sockets.
         """
+
+    def activate(self) -> None:
+        """Tell a standby worker to start accepting."""
 
     def dumpStack(self) -> None:
         """Make the worker write its Python stack to its log (faulthandler)."""
@@ -104,6 +108,7 @@ class WorkerRecord:
 
     generation: int
     startedAt: float
+    standby: bool = False
     readyAt: float | None = None
     lastSeen: float = 0.0
     doom: Doom | None = None
@@ -123,7 +128,7 @@ class Pool:
 
     def __init__(
         self,
-        spawn: Callable[[int], PoolWorker],
+        spawn: Callable[[int, bool], PoolWorker],
         size: int,
         clock: IReactorTime,
         grace: float = 30.0,
@@ -134,11 +139,13 @@ class Pool:
         maxBackoff: float = 30.0,
         minUptime: float = 1.0,
         surplus: int = 1,
+        standby: int = 0,
         heartbeatTimeout: float = 0.0,
         stuckKillDelay: float = 2.0,
     ) -> None:
         """
-        @param spawn: starts the worker with the given number and returns it.
+        @param spawn: starts the worker with the given number, as a standby
+            or not, and returns it.
         @param grace: seconds a retiring or stopping worker may take.
         @param bootTimeout: seconds a worker may take to become ready.
         @param giveUp: called with the last boot failure's reason when no
@@ -149,6 +156,8 @@ class Pool:
             ready counts as a failure for the backoff.
         @param surplus: workers that may boot or accept beyond C{size}, to
             replace others ahead of time and during reloads.
+        @param standby: workers kept booted but not accepting, so that a
+            replacement starts accepting at once instead of after a boot.
         @param heartbeatTimeout: seconds without news from a worker before
             it is taken for stuck; 0 disables the check.
         @param stuckKillDelay: seconds between SIGTERM and SIGKILL for a
@@ -165,6 +174,7 @@ class Pool:
         self.maxBackoff = maxBackoff
         self.minUptime = minUptime
         self.surplus = surplus
+        self.standby = standby
         self.heartbeatTimeout = heartbeatTimeout
         self.stuckKillDelay = stuckKillDelay
 
@@ -204,8 +214,20 @@ class Pool:
         return [w for w in self.workers.values() if w.state in states]
 
     def _busy(self) -> list[PoolWorker]:
-        """Workers booting or accepting, doomed or not."""
-        return self.inState(WorkerState.BOOTING, WorkerState.ACCEPTING)
+        """Workers booting or accepting, doomed or not, standbys aside."""
+        return [
+            w
+            for w in self.inState(WorkerState.BOOTING, WorkerState.ACCEPTING)
+            if not self._records[w.number].standby
+        ]
+
+    def _standbys(self) -> list[PoolWorker]:
+        """Standby workers, booting or ready."""
+        return [
+            w
+            for w in self.inState(WorkerState.BOOTING, WorkerState.STANDBY)
+            if self._records[w.number].standby
+        ]
 
     def _serving(self) -> list[PoolWorker]:
         """Workers booting or accepting that are not to be replaced."""
@@ -224,7 +246,16 @@ class Pool:
         ]
 
     def summary(self) -> str:
-        counts = {s: len(self.inState(s)) for s in WorkerState}
+        """
+        The workers by state, for the log: C{1 booting, 1 standby, 2
+        accepting}.  A standby still booting counts as a standby.
+        """
+        counts = dict.fromkeys(WorkerState, 0)
+        for worker in self.workers.values():
+            record = self._records.get(worker.number)
+            booting = worker.state is WorkerState.BOOTING
+            standby = booting and record is not None and record.standby
+            counts[WorkerState.STANDBY if standby else worker.state] += 1
         return ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none"
 
     def _count(self, cause: str) -> None:
@@ -257,28 +288,53 @@ class Pool:
         if self.failures:
             missing = min(missing, 1 - len(self.inState(WorkerState.BOOTING)))
         for _ in range(missing):
-            self.spawned += 1
-            try:
-                worker = self._spawn(self.spawned)
-            except Exception as e:
-                # Out of processes or file descriptors: a failure like a
-                # boot failure, retried with the same backoff.
-                self.lastFailure = f"cannot start a worker: {e}"
-                self._count("boot failure")
-                self._failed(self.lastFailure)
+            ready = [
+                w
+                for w in self.inState(WorkerState.STANDBY)
+                if self._records[w.number].generation == self.generation
+            ]
+            if ready:
+                self._activate(ready[0])
+            elif not self._start(standby=False):
                 return
-            now = self.clock.seconds()
-            self.workers[worker.number] = worker
-            self._records[worker.number] = WorkerRecord(
-                self.generation, now, lastSeen=now
-            )
-            self._setTimer(worker, self.bootTimeout, self._bootTimedOut)
-            self.log.info(
-                "started {worker} ({summary})",
-                worker=worker.describe(),
-                summary=self.summary(),
-            )
-            self._emit("changed")
+        if not self.failures:
+            for _ in range(self.standby - len(self._standbys())):
+                if not self._start(standby=True):
+                    return
+
+    def _start(self, standby: bool) -> bool:
+        self.spawned += 1
+        try:
+            worker = self._spawn(self.spawned, standby)
+        except Exception as e:
+            # Out of processes or file descriptors: a failure like a
+            # boot failure, retried with the same backoff.
+            self.lastFailure = f"cannot start a worker: {e}"
+            self._count("boot failure")
+            self._failed(self.lastFailure)
+            return False
+        now = self.clock.seconds()
+        self.workers[worker.number] = worker
+        self._records[worker.number] = WorkerRecord(
+            self.generation, now, lastSeen=now, standby=standby
+        )
+        self._setTimer(worker, self.bootTimeout, self._bootTimedOut)
+        self.log.info(
+            "started {worker}{standby} ({summary})",
+            worker=worker.describe(),
+            standby=" as a standby" if standby else "",
+            summary=self.summary(),
+        )
+        self._emit("changed")
+        return True
+
+    def _activate(self, worker: PoolWorker) -> None:
+        """
+        A standby worker takes a place in the pool: it accepts at once.
+        """
+        self._records[worker.number].standby = False
+        worker.activate()
+        self._nowAccepting(worker)
 
     def _setTimer(
         self, worker: PoolWorker, delay: float, f: Callable[[PoolWorker], None]
@@ -320,11 +376,31 @@ class Pool:
             return
         if worker.state is not WorkerState.BOOTING:
             return
+        self.everReady = True
+        self.failures = 0
+        record = self._records[worker.number]
+        if record.standby:
+            worker.state = WorkerState.STANDBY
+            if record.generation < self.generation:
+                # Booted from code that a reload has since replaced.
+                self.retireWorker(worker, "reload")
+                self._fill()
+                return
+            record.lastSeen = self.clock.seconds()
+            self.log.info(
+                "{worker} is ready as a standby ({summary})",
+                worker=worker.describe(),
+                summary=self.summary(),
+            )
+            self._fill()
+            self._emit("changed")
+            return
+        self._nowAccepting(worker)
+
+    def _nowAccepting(self, worker: PoolWorker) -> None:
         worker.state = WorkerState.ACCEPTING
         record = self._records[worker.number]
         record.readyAt = record.lastSeen = self.clock.seconds()
-        self.everReady = True
-        self.failures = 0
         self.log.info(
             "{worker} is accepting ({summary})",
             worker=worker.describe(),
@@ -402,7 +478,10 @@ class Pool:
         Tell an accepting worker to retire: it was replaced, or the pool
         shrinks.
         """
-        if worker.state is WorkerState.ACCEPTING:
+        if worker.state is WorkerState.STANDBY:
+            worker.retire()
+            self._retire(worker, cause)
+        elif worker.state is WorkerState.ACCEPTING:
             self._count(cause)
             worker.retire()
             self._retire(worker, cause)
@@ -489,7 +568,8 @@ class Pool:
 
     def _checkHeartbeats(self) -> None:
         now = self.clock.seconds()
-        for worker in self.inState(WorkerState.ACCEPTING, WorkerState.RETIRING):
+        watched = (WorkerState.STANDBY, WorkerState.ACCEPTING, WorkerState.RETIRING)
+        for worker in self.inState(*watched):
             record = self._records[worker.number]
             silent = now - record.lastSeen
             if record.stuck or silent < self.heartbeatTimeout:
@@ -554,7 +634,10 @@ class Pool:
             n=len(self._busy()),
             batch=self.surplus,
         )
+        for standby in self.inState(WorkerState.STANDBY):
+            self.retireWorker(standby, "reload")
         self._continueReload()
+        self._fill()
 
     def _continueReload(self) -> None:
         if not self.reloading or not self.running:
@@ -613,7 +696,7 @@ class Pool:
                 # Stopped once it is ready (the boot timeout still applies).
                 worker.state = WorkerState.STOPPING
                 self._holdingSockets.add(worker.number)
-            elif worker.state is WorkerState.ACCEPTING:
+            elif worker.state in (WorkerState.ACCEPTING, WorkerState.STANDBY):
                 self._drainWorker(worker)
         self._checkDrained()
         if not self.workers:

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from preforktwist.control import (
     CONTROL_FD,
     FIRST_LISTEN_FD,
+    Activate,
     BootFailed,
     ControlChannel,
     Counts,
@@ -277,6 +278,9 @@ class WorkerProcess(ProcessProtocol):
 
     def stop(self) -> Deferred[None]:
         return self._command(Stop)
+
+    def activate(self) -> None:
+        self._command(Activate)
 
     def kill(self) -> None:
         self._signal("KILL")

@@ -21,7 +21,7 @@ The snapshot's schema (version 1), stable: keys are only ever added::
          "backlog": 1024}
       ],
       "pool": {
-        "wanted": 4, "alive": 5, "booting": 1, "accepting": 3,
+        "wanted": 4, "alive": 5, "booting": 1, "standby": 0, "accepting": 3,
         "paused": 0,                    # accepting, but at --max-concurrent
         "retiring": 1, "stopping": 0,
         "reloading": false, "spawned": 17
@@ -39,8 +39,8 @@ The snapshot's schema (version 1), stable: keys are only ever added::
                                       "reason": "3 connections waiting for 2.0s"}},
       "workers": [
         {"number": 17, "pid": 4242,
-         "state": "accepting",          # booting, accepting, paused,
-                                        # retiring, stopping
+         "state": "accepting",          # booting, standby, accepting,
+                                        # paused, retiring, stopping
          "open": 12, "accepted": 800, "served": 788,
          "allowance": 1000,             # 0: no allowance
          "allowance_left": 200,         # null without an allowance
@@ -83,7 +83,7 @@ CAUSES = (
 )
 
 #: Per-worker states shown, in order.
-STATES = ("booting", "accepting", "paused", "retiring", "stopping")
+STATES = ("booting", "standby", "accepting", "paused", "retiring", "stopping")
 
 
 def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:

@@ -79,6 +79,7 @@ class PreforkService(Service):
         reloadBatch: int = 1,
         forkServer: bool = True,
         acceptBatch: int = 0,
+        standby: int | None = None,
         status: str | None = None,
         proxyProtocol: bool = False,
         minWorkers: int | None = None,
@@ -126,6 +127,10 @@ class PreforkService(Service):
             than as fresh interpreters (about 0.3 s of CPU each).
         @param acceptBatch: the most connections a worker accepts per
             wake-up; 0 for Twisted's adaptive batch (up to 100 and more).
+        @param standby: workers kept booted, sockets adopted, but accepting
+            nothing, so that a replacement accepts at once instead of after
+            a boot; default 1 when workers are recycled (an allowance, a
+            memory or an age limit), else 0.
         @param status: a server endpoint description for the status page,
             JSON and metrics (e.g. C{tcp:9100:interface=127.0.0.1}); L{None}
             for none.
@@ -203,6 +208,13 @@ class PreforkService(Service):
             bootTimeout=bootTimeout,
             giveUp=self._giveUp,
             surplus=reloadBatch,
+            standby=(
+                standby
+                if standby is not None
+                else int(
+                    bool(maxConnectionsPerWorker or maxWorkerMemory or maxWorkerAge)
+                )
+            ),
             heartbeatTimeout=heartbeatTimeout,
         )
         self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
@@ -376,7 +388,7 @@ class PreforkService(Service):
 
     # Workers.
 
-    def _spawnWorker(self, number: int) -> WorkerProcess:
+    def _spawnWorker(self, number: int, standby: bool) -> WorkerProcess:
         config = WorkerConfig(
             number=number,
             masterPid=os.getpid(),
@@ -390,6 +402,7 @@ class PreforkService(Service):
             replaceAt=self.replaceAt,
             maxOpen=self.maxConcurrent,
             acceptBatch=self.acceptBatch,
+            standby=standby,
             workerInit=self.workerInit,
             grace=self.grace,
             reactor=type(self.reactor).__module__,

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from preforktwist.accepting import AcceptBudget, adoptListener
 from preforktwist.control import (
+    Activate,
     BootFailed,
     ControlChannel,
     Counts,
@@ -53,6 +54,11 @@ class _WorkerControl(ControlChannel):
     @Retire.responder
     def retire(self) -> dict[str, Any]:
         self.worker.finish("told to retire", drain=False)
+        return {}
+
+    @Activate.responder
+    def activate(self) -> dict[str, Any]:
+        self.worker.budget.release()
         return {}
 
     @Stop.responder
@@ -87,6 +93,7 @@ class Worker:
             onAccepted=self._accepted,
         )
         self.budget.batch = config.acceptBatch
+        self.budget.held = config.standby
         self.control: _WorkerControl | None = None
         self.finishing = False
         self._nearAllowanceSent = False

@@ -278,6 +278,15 @@ class Options(usage.Options):
             _number("accept-batch", int, 0, 100000, _COUNT),
         ],
         [
+            "standby",
+            None,
+            None,
+            "Workers kept booted but not accepting, so that a replacement "
+            "accepts at once [default: 1 when workers are recycled (-m, "
+            "--max-worker-memory, --max-worker-age), else 0].",
+            _number("standby", int, 0, MAX_WORKERS, _COUNT),
+        ],
+        [
             "status",
             None,
             None,
@@ -387,6 +396,7 @@ def makeService(config: Options) -> IService:
             proxyProtocol=bool(config["proxy-protocol"]),
             forkServer=not config["no-fork-server"],
             acceptBatch=config["accept-batch"],
+            standby=config["standby"],
             minWorkers=config["min-workers"],
             maxWorkers=config["max-workers"],
             maxWorkerMemory=int(config["max-worker-memory"] * 1024 * 1024),

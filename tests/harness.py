@@ -154,7 +154,7 @@ class Master:
         """
         Wait until C{count} workers have said they are accepting.
         """
-        self.waitForLine(rf"\({count} accepting\)", timeout)
+        self.waitForLine(rf"[(, ]{count} accepting[,)]", timeout)
 
     def workerPids(self) -> list[int]:
         """

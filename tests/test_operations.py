@@ -118,7 +118,7 @@ def test_jitter_gives_different_allowances(serve: StartMaster) -> None:
         int(n)
         for n in re.findall(r"may accept (\d+) connections", "\n".join(master.log()))
     ]
-    assert len(allowances) == 4
+    assert len(allowances) >= 4
     assert all(5 <= a <= 1005 for a in allowances)
     assert len(set(allowances)) > 1
 
@@ -249,7 +249,8 @@ def test_fork_server_killed(serve: StartMaster) -> None:
         load.waitForMore(50)
     print("fork server killed:", load.report())
     assert load.failed == []
-    waitUntil(lambda: len(master.liveWorkers()) == 2, 30, "the pool at 2")
+    # Two accepting and one standby.
+    waitUntil(lambda: len(master.liveWorkers()) == 3, 30, "the pool at 2 + 1")
 
 
 def test_without_fork_server(serve: StartMaster) -> None:

@@ -15,6 +15,7 @@ class FakeWorker:
         self.number = number
         self.state = WorkerState.BOOTING
         self.accepted = self.served = 0
+        self.standby = False
         self.calls: list[str] = []
 
     def describe(self) -> str:
@@ -37,6 +38,9 @@ class FakeWorker:
     def dumpStack(self) -> None:
         self.calls.append("dumpStack")
 
+    def activate(self) -> None:
+        self.calls.append("activate")
+
 
 class Harness:
     def __init__(self, size: int = 3, **kwargs: float) -> None:
@@ -51,8 +55,9 @@ class Harness:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    def spawn(self, number: int) -> FakeWorker:
+    def spawn(self, number: int, standby: bool = False) -> FakeWorker:
         worker = FakeWorker(number)
+        worker.standby = standby
         self.spawned.append(worker)
         return worker
 
@@ -360,7 +365,7 @@ def test_spawn_failure_backs_off() -> None:
     h = Harness(2)
     attempts: list[int] = []
 
-    def failing(number: int) -> FakeWorker:
+    def failing(number: int, standby: bool = False) -> FakeWorker:
         attempts.append(number)
         raise OSError(24, "Too many open files")
 
@@ -370,3 +375,47 @@ def test_spawn_failure_backs_off() -> None:
     h.clock.advance(0.5)
     assert attempts == [1, 2]
     assert "Too many open files" in h.pool.lastFailure
+
+
+def test_standby_takes_over_at_once() -> None:
+    """
+    With a standby, a worker close to its allowance is replaced at once by
+    the ready standby (no boot to wait for), and a new standby boots.
+    """
+    h = Harness(2, standby=1)
+    h.pool.start()
+    assert [w.standby for w in h.spawned] == [False, False, True]
+    h.readyAll()
+    spare = h.spawned[2]
+    assert spare.state is WorkerState.STANDBY
+    old = h.spawned[0]
+    h.pool.workerNearAllowance(old)
+    assert spare.calls == ["activate"]
+    assert h.pool.workers[spare.number].state is WorkerState.ACCEPTING
+    assert old.calls == ["retire"]
+    assert [w.standby for w in h.spawned[3:]] == [True]
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
+
+
+def test_reload_retires_standbys_and_boots_new_ones() -> None:
+    h = Harness(1, standby=1)
+    h.pool.start()
+    h.readyAll()
+    spare = h.spawned[1]
+    h.pool.reload()
+    assert spare.calls == ["retire"]
+    for _ in range(5):
+        h.readyAll()
+        for w in h.pool.inState(WorkerState.RETIRING):
+            h.pool.workerExited(w, "exited with status 0")
+    assert not h.pool.reloading
+    assert {w.number for w in h.pool.workers.values()} & {1, 2} == set()
+    assert len(h.pool.inState(WorkerState.STANDBY)) == 1
+
+
+def test_stop_drains_standbys_too() -> None:
+    h = Harness(1, standby=1)
+    h.pool.start()
+    h.readyAll()
+    h.pool.stop()
+    assert [w.calls for w in h.spawned] == [["stop"], ["stop"]]

@@ -82,8 +82,8 @@ def test_two_pools_tac(tmp_path: Path) -> None:
         },
     )
     try:
-        master.waitForLine(r"\(2 accepting\)")
-        master.waitForLine(r"\(1 accepting\)")
+        master.waitForWorkers(2)
+        master.waitForWorkers(1)
         ports = [
             int(p)
             for p in re.findall(
