@@ -24,8 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+_log = Logger()
 
 
 class AcceptBudget:
@@ -64,6 +68,9 @@ class AcceptBudget:
         self.accepted = 0
         self.open = 0
         self.closing = False
+        #: Stopping: accepting what is queued, then closing.
+        self.draining = False
+        self._whenClosed: list[Deferred[None]] = []
         #: A standby worker's budget: no room at all until L{release}.
         self.held = False
         self._onExhausted = onExhausted
@@ -85,7 +92,10 @@ class AcceptBudget:
         if self.closing or self.held:
             return 0
         limits = []
-        if self.allowance:
+        if self.allowance and not self.draining:
+            # The server is stopping: what was queued before the stop is
+            # served, even past the allowance, since no replacement will
+            # come to serve it.
             limits.append(self.allowance - self.accepted)
         if self.maxOpen:
             limits.append(self.maxOpen - self.open)
@@ -102,7 +112,7 @@ class AcceptBudget:
         self._onAccepted()
         if self.room() == 0:
             self._pauseAll()
-        if self.exhausted():
+        if self.exhausted() and not self.draining:
             self.closing = True
             self._onExhausted()
 
@@ -119,7 +129,10 @@ class AcceptBudget:
 
     def recordClosed(self) -> None:
         self.open -= 1
-        if self.maxOpen and self.room() == self.maxOpen - self.open == 1:
+        if self.draining:
+            # Room again, at the cap: go on with the drain.
+            self._drainPorts()
+        elif self.maxOpen and self.room() == self.maxOpen - self.open == 1:
             # The cap had paused the ports; there is room again.
             for port in self.ports:
                 port.startReading()  # type: ignore[no-untyped-call]
@@ -130,24 +143,52 @@ class AcceptBudget:
         for port in self.ports:
             port.stopReading()  # type: ignore[no-untyped-call]
 
-    def close(self, drain: bool = False) -> None:
+    def close(self, drain: bool = False) -> Deferred[None]:
         """
         Accept nothing more and close this worker's copies of the listening
         sockets.  The sockets themselves stay open in the master and the
         other workers, and so does everything queued on them.
 
-        @param drain: first accept what is already queued, as far as the
-            budget allows: used when the whole server stops, so that
-            connections that completed their handshake before the stop are
-            served rather than reset.
+        @param drain: first accept what is already queued: used when the
+            whole server stops, so that connections that completed their
+            handshake before the stop are served rather than reset.  A
+            worker at its concurrency cap keeps a socket open, paused,
+            until a connection closes and it can take the next one, and
+            closes it once its queue is empty.  The drain may take a worker
+            past its allowance: no replacement comes during a stop.
+        @return: fires once this worker's copies are all closed.
         """
-        if drain and not self.closing:
-            for port in self.ports:
-                port.drainQueue()
-        self.closing = True
-        ports, self.ports = self.ports, []
+        d: Deferred[None] = Deferred()
+        self._whenClosed.append(d)
+        if drain and not self.closing and not self.draining:
+            self.draining = True
+            self._drainPorts()
+        elif not self.draining:
+            self._closePorts(list(self.ports))
+        return d
+
+    def _drainPorts(self) -> None:
+        for port in list(self.ports):
+            if self.room() == 0:
+                break
+            if port.drainQueue():
+                self._closePorts([port])
+        # No drain can go on: the worker is a standby that never accepted,
+        # or no connection will close to make room.
+        stuck = self.room() == 0 and self.open == 0
+        if self.held or stuck or not self.ports:
+            self._closePorts(list(self.ports))
+
+    def _closePorts(self, ports: list[BudgetedTCPPort | BudgetedUNIXPort]) -> None:
         for port in ports:
+            self.ports.remove(port)
             port.stopListening()  # type: ignore[no-untyped-call]
+        if not self.ports:
+            self.closing = True
+            self.draining = False
+            waiting, self._whenClosed = self._whenClosed, []
+            for d in waiting:
+                d.callback(None)
 
 
 class _CountsClose:
@@ -171,6 +212,35 @@ class CountedTCPServer(_CountsClose, tcp.Server):
 
 class CountedUNIXServer(_CountsClose, unix.Server):
     pass
+
+
+class _NoticeEMFILE:
+    """
+    Stands in for Twisted's reserved file descriptor, in the workers.
+
+    When C{accept} fails with EMFILE, Twisted's accept loop frees a
+    descriptor it kept in reserve, then accepts every queued connection and
+    closes it at once: those clients lose their connections, which a
+    sibling worker with descriptors to spare could have served.  With no
+    reserve available, the loop just stops; this notes that it happened,
+    and the port pauses instead (L{_BudgetedPortMixin.doRead}).
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+
+    def reserve(self) -> None:
+        pass
+
+    def available(self) -> bool:
+        self.hit = True
+        return False
+
+
+_emfile = _NoticeEMFILE()
+
+#: Seconds a worker out of file descriptors leaves the queue to others.
+EMFILE_PAUSE = 0.25
 
 
 class _BudgetedPortMixin:
@@ -200,19 +270,47 @@ class _BudgetedPortMixin:
             self.stopReading()  # type: ignore[attr-defined]
             return
         before = self.sessionno
+        _emfile.hit = False
         super().doRead()  # type: ignore[misc]
         self.budget.recordAccepted(self.sessionno - before)
+        if _emfile.hit:
+            self._outOfDescriptors()
 
-    def drainQueue(self) -> None:
+    def _outOfDescriptors(self) -> None:
+        """
+        EMFILE: leave the queued connections to the other workers for a
+        moment rather than spin on a socket we cannot accept from.
+        """
+        self.stopReading()  # type: ignore[attr-defined]
+        if not getattr(self, "_emfileLogged", False):
+            self._emfileLogged = True
+            _log.error(
+                "out of file descriptors (EMFILE) with {open} connections open: "
+                "leaving queued connections to the other workers; raise "
+                "'ulimit -n' or lower --max-concurrent",
+                open=self.budget.open,
+            )
+        reactor: Any = getattr(self, "reactor", None)
+        if reactor is not None:
+            reactor.callLater(EMFILE_PAUSE, self._resumeAfterEMFILE)
+
+    def _resumeAfterEMFILE(self) -> None:
+        if getattr(self, "connected", False) and self.budget.room() != 0:
+            self.startReading()  # type: ignore[attr-defined]
+
+    def drainQueue(self) -> bool:
         """
         Accept what the kernel has queued, until it has nothing more or the
         budget has no more room.
+
+        @return: whether the queue is empty.
         """
         while self.budget.room() != 0 and getattr(self, "connected", False):
             before = self.sessionno
             self.doRead()
             if self.sessionno == before:
-                return
+                return True
+        return False
 
 
 class BudgetedTCPPort(_BudgetedPortMixin, tcp.Port):
@@ -253,6 +351,9 @@ def adoptListener(
     C{budget}.  The port works on a duplicate of C{fd}; the caller may close
     C{fd} afterwards.
     """
+    # Twisted's accept loop reaches its reserved descriptor through this
+    # module attribute; in a worker, ours notices EMFILE instead.
+    tcp._reservedFD = _emfile  # type: ignore[assignment]
     port: Any
     if family == socket.AF_UNIX:
         port = BudgetedUNIXPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]

@@ -5,16 +5,37 @@ used by the tests and benchmarks.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 
+@implementer(IHalfCloseableProtocol)
 class Echo(Protocol):
     """
     Send back whatever arrives.
+
+    A client that never reads cannot make the worker buffer without end:
+    the transport is its own producer, so reading stops while what was
+    written waits to be sent.  A client that sends and then shuts down its
+    side (C{nc -N}) still gets the answer: the connection closes once the
+    echo is written.
     """
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.registerProducer(transport, True)
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
 
 class HelloHTTP(Protocol):

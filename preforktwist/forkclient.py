@@ -156,16 +156,21 @@ class ForkServer(ProcessProtocol):
         if worker is not None:
             worker.processExited(endOf(status))
 
-    def close(self) -> None:
+    def close(self) -> list[WorkerProcess]:
         """
         No more forks: the server gives back its listening sockets, and
         exits once its children have.
+
+        @return: the workers asked for and not yet forked, for another fork
+            server to make.
         """
         self.alive = False
         channel = self._channel
         if channel is not None and channel.transport is not None:
             channel.transport.write(b"close\n")
-        self._failWaiting("the fork server was closed")
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        return waiting
 
     def _failWaiting(self, why: str) -> None:
         while self._waiting:

@@ -368,6 +368,8 @@ class Pool:
     # What workers tell us.
 
     def workerReady(self, worker: PoolWorker) -> None:
+        if worker.number not in self._records:
+            return  # it has exited meanwhile
         self._cancelTimer(worker)
         if worker.state is WorkerState.STOPPING:
             # The server began to stop while this worker booted: it may be

@@ -80,7 +80,7 @@ class _MasterControl(ControlChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
-        self.worker.controlLost()
+        self.worker.controlLost(reason)
 
 
 def describeEnd(reason: Failure) -> str:
@@ -156,6 +156,9 @@ class WorkerProcess(ProcessProtocol):
         self.exited = False
         self._partial: dict[int, bytes] = {1: b"", 2: b""}
         self._controlLostTimer: Any = None
+        self._exitReason: Failure | None = None
+        self._controlLostWhy = ""
+        self._exitReport: Any = None
 
     def describe(self) -> str:
         return f"worker {self.number} (pid {self.pid})"
@@ -311,14 +314,17 @@ class WorkerProcess(ProcessProtocol):
         except (ProcessExitedAlready, OSError):
             pass
 
-    def controlLost(self) -> None:
+    def controlLost(self, reason: Failure = connectionDone) -> None:
         """
         The worker closed its control channel.  A worker does that just
         before it exits; one that keeps running without it is broken, and
         is killed (and so replaced).
         """
         self.control = None
-        if not self.exited:
+        if self.exited:
+            self._reportExit()
+        else:
+            self._controlLostWhy = reason.getErrorMessage()
             self._controlLostTimer = self.reactor.callLater(
                 CONTROL_LOST_TIMEOUT, self._controlLostTooLong
             )
@@ -326,8 +332,9 @@ class WorkerProcess(ProcessProtocol):
     def _controlLostTooLong(self) -> None:
         self._controlLostTimer = None
         self.log.error(
-            "{worker} closed its control channel but did not exit; killing it",
+            "{worker} closed its control channel ({why}) but did not exit; killing it",
             worker=self.describe(),
+            why=self._controlLostWhy,
         )
         self.kill()
 
@@ -337,8 +344,26 @@ class WorkerProcess(ProcessProtocol):
         # processExited, not processEnded: a grandchild holding the worker's
         # stdout must not delay the replacement.
         self.exited = True
+        self._exitReason = reason
         if self._controlLostTimer is not None and self._controlLostTimer.active():
             self._controlLostTimer.cancel()
+        if self.control is None or self.control.transport is None:
+            self._reportExit()
+            return
+        # What the worker said last (say, that it retires) may still be
+        # unread on the control channel, which reaches EOF any moment now
+        # that the process is gone: report the exit after reading it.
+        self._exitReport = self.reactor.callLater(
+            CONTROL_LOST_TIMEOUT, self._reportExit
+        )
+
+    def _reportExit(self) -> None:
+        if self._exitReason is None:
+            return
+        reason, self._exitReason = self._exitReason, None
+        if self._exitReport is not None and self._exitReport.active():
+            self._exitReport.cancel()
+        self._exitReport = None
         if self.control is not None and self.control.transport is not None:
             self.control.transport.loseConnection()
         self.pool.workerExited(self, describeEnd(reason))

@@ -353,8 +353,11 @@ class PreforkService(Service):
         )
         self.limits.stop()
         if self._forkServer is not None:
-            # It gives back its copies of the listening sockets.
-            self._forkServer.close()
+            # It gives back its copies of the listening sockets; the pool
+            # stops whatever it had still to make.
+            for worker in self._forkServer.close():
+                worker.forkFailed("the server is stopping")
+            self._forkServer = None
         if self.autoscaler is not None:
             self.autoscaler.stop()
         for listener in self.listeners:
@@ -431,10 +434,12 @@ class PreforkService(Service):
         Start a fork server for the workers to come, and close the one
         before (it exits once the workers it made have).
         """
+        waiting: list[WorkerProcess] = []
         if self._forkServer is not None:
-            self._forkServer.close()
+            waiting = self._forkServer.close()
             self._forkServer = None
         if not self.useForkServer:
+            self._startElsewhere(waiting)
             return
         server = ForkServer(self.reactor)
         try:
@@ -448,10 +453,26 @@ class PreforkService(Service):
                 "as a fresh interpreter",
                 e=e,
             )
+            self._startElsewhere(waiting)
             return
         self._forkServer = server
+        self._startElsewhere(waiting)
         self._forkServerStarted = self.reactor.seconds()
         self.log.info("started the fork server (pid {pid})", pid=server.pid)
+
+    def _startElsewhere(self, workers: list[WorkerProcess]) -> None:
+        """
+        Workers asked of a fork server that was closed before it forked
+        them: ask the new one, or start them as fresh interpreters.
+        """
+        for worker in workers:
+            assert worker.config is not None
+            server = self._forkServer
+            if server is not None and server.alive:
+                server.fork(worker, worker.config)
+            else:
+                fds = [listener.fileno for listener in self.listeners]
+                worker.spawn(worker.config, fds)
 
     def _liveForkServer(self) -> ForkServer | None:
         """

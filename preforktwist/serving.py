@@ -12,7 +12,7 @@ import signal
 import socket
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
@@ -62,9 +62,16 @@ class _WorkerControl(ControlChannel):
         return {}
 
     @Stop.responder
-    def stop(self) -> dict[str, Any]:
-        self.worker.finish("told to stop", drain=True)
-        return {}
+    def stop(self) -> Deferred[dict[str, Any]]:
+        # Answered once this worker has drained the queue and closed its
+        # copies of the listening sockets.
+        answer: Deferred[dict[str, Any]] = Deferred()
+
+        def closed(result: None) -> None:
+            answer.callback({})
+
+        self.worker.finish("told to stop", drain=True).addCallback(closed)
+        return answer
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
@@ -105,6 +112,7 @@ class Worker:
         )
         self._counts = LoopingCall(self._sendCounts)
         self._deadline: Any = None
+        self._closed: Deferred[None] | None = None
 
     # Starting.
 
@@ -253,31 +261,43 @@ class Worker:
             return
         self.finish("lost its master", drain=True)
 
-    def finish(self, why: str, drain: bool) -> None:
+    def finish(self, why: str, drain: bool) -> Deferred[None]:
         """
-        Accept nothing more, then exit once the open connections are done,
-        or when the grace period ends, whichever comes first.  Heartbeats go
-        on meanwhile: a worker finishing long connections is not stuck.
+        Accept nothing more (after draining the queue, with C{drain}), then
+        exit once the open connections are done, or when the grace period
+        ends, whichever comes first.  Heartbeats go on meanwhile: a worker
+        finishing long connections is not stuck.
+
+        @return: fires once the listening sockets are closed.
         """
-        if self.finishing:
-            return
+        if self._closed is not None:
+            return self._closed if drain else succeed(None)
         self.finishing = True
-        self.budget.close(drain=drain)
-        self._sendCounts()
+        self._deadline = self.reactor.callLater(self.config.grace, self._graceOver)
         self.log.info(
-            "{why}: stopped accepting after {accepted} connections; "
-            "finishing {open} open",
+            "{why}: {what}; {open} connections open",
             why=why,
+            what="accepting what is queued, then no more"
+            if drain
+            else "accepting no more",
+            open=self.budget.open,
+        )
+        closed = self._closed = self.budget.close(drain=drain)
+        closed.addCallback(self._portsClosed)
+        self._sendCounts()
+        self._idle()
+        return closed
+
+    def _portsClosed(self, result: None) -> None:
+        self.log.info(
+            "stopped accepting after {accepted} connections; finishing {open} open",
             accepted=self.budget.accepted,
             open=self.budget.open,
         )
-        if self.budget.open == 0:
-            self._exit()
-        else:
-            self._deadline = self.reactor.callLater(self.config.grace, self._graceOver)
+        self._idle()
 
     def _idle(self) -> None:
-        if self.finishing:
+        if self.finishing and self.budget.open == 0 and not self.budget.ports:
             self._exit()
 
     def _graceOver(self) -> None:

@@ -1,0 +1,31 @@
+"""
+Load a protocol class by dotted name for the benchmark's own servers.
+
+C{preforktwist.examples} is loaded from its file alone, not through the
+C{preforktwist} package, whose C{__init__} imports the whole service
+(master, pool, control channel): the single-process baseline and the naive
+pre-fork serve exactly the same protocol code, with only what a plain
+Twisted program would import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+
+def loadProtocol(dotted: str) -> type:
+    module, _, name = dotted.rpartition(".")
+    if module == "preforktwist.examples":
+        package = importlib.util.find_spec("preforktwist")  # finds, no import
+        assert package is not None and package.origin is not None
+        path = os.path.join(os.path.dirname(package.origin), "examples.py")
+        spec = importlib.util.spec_from_file_location("bench_examples", path)
+        assert spec is not None and spec.loader is not None
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    else:
+        loaded = importlib.import_module(module)
+    cls: type = getattr(loaded, name)
+    return cls

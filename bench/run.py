@@ -1,0 +1,1775 @@
+"""
+The preforktwist benchmark: one command starts, loads, measures and stops
+every server, then writes RESULTS.md and the charts.
+
+    python bench/run.py            # full: 3 rounds of 8 s runs, ~25 minutes
+    python bench/run.py --quick    # smoke test: 1 round of 3 s runs
+
+See bench/README.md for what is measured and why.  Everything listens on
+127.0.0.1 only, every run is bounded in time, and every process started is
+stopped (its whole session, by pid) before the next run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+PYTHON = sys.executable
+VENV_BIN = os.path.dirname(PYTHON)
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+MODES = ("close", "keepalive")
+MODE_TITLES = {
+    "close": "connection rate (Connection: close)",
+    "keepalive": "keep-alive",
+}
+
+
+def tool(name: str) -> str:
+    """
+    A program from the virtualenv the harness runs in, else from PATH.
+    """
+    candidate = os.path.join(VENV_BIN, name)
+    if os.path.exists(candidate):
+        return candidate
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"bench: {name} not found (see bench/README.md)")
+    return found
+
+
+# ---------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    """
+    One server configuration: how to start it, how to know it is ready,
+    how to stop it.
+    """
+
+    key: str
+    label: str
+    kind: str  # preforktwist, single, naive, forking, perl, gunicorn, nginx
+    workload: str  # "hello" or "burn"
+    argv: Callable[[int, str], list[str]]
+    readyPattern: str | None = None  # regex in the server's output
+    readyCount: int = 1  # matches (or the number in group 1) needed
+    processes: int = 1  # processes that must exist before it is ready
+    stopSignal: int = signal.SIGTERM
+    workers: int = 1
+    maxConnections: int = 0
+    setup: Callable[[int, str], None] | None = None
+
+    def command(self, port: int, tmp: str) -> list[str]:
+        return self.argv(port, tmp)
+
+
+def preforktwist(workers: int, maxConnections: int, workload: str = "hello") -> Server:
+    protocol = (
+        "preforktwist.examples.HelloHTTP"
+        if workload == "hello"
+        else "bench.protocols.BurnHTTP"
+    )
+    suffix = "" if workload == "hello" else " burn"
+
+    def argv(port: int, tmp: str) -> list[str]:
+        command = [
+            tool("twistd"),
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "preforked",
+            "-l",
+            f"tcp:{port}:interface={HOST}",
+            "-p",
+            protocol,
+            "-w",
+            str(workers),
+        ]
+        if maxConnections:
+            command += ["-m", str(maxConnections)]
+        return command
+
+    key = f"pt-w{workers}-m{maxConnections}" + ("" if workload == "hello" else "-burn")
+    return Server(
+        key=key,
+        label=f"preforktwist -w {workers} -m {maxConnections}{suffix}",
+        kind="preforktwist",
+        workload=workload,
+        argv=argv,
+        readyPattern=r"\((?:[^()]*, )?(\d+) accepting\)",
+        readyCount=workers,
+        processes=workers + 1,
+        stopSignal=signal.SIGINT,  # Ctrl-C: the documented graceful stop
+        workers=workers,
+        maxConnections=maxConnections,
+    )
+
+
+def single(workload: str = "hello") -> Server:
+    protocol = (
+        "preforktwist.examples.HelloHTTP"
+        if workload == "hello"
+        else "bench.protocols.BurnHTTP"
+    )
+    return Server(
+        key="single" if workload == "hello" else "single-burn",
+        label="single Twisted process" + ("" if workload == "hello" else " burn"),
+        kind="single",
+        workload=workload,
+        argv=lambda port, tmp: [
+            PYTHON,
+            os.path.join(BENCH, "single.py"),
+            "--port",
+            str(port),
+            "--protocol",
+            protocol,
+        ],
+        readyPattern=r"listening on",
+    )
+
+
+def naive(workers: int, workload: str = "hello") -> Server:
+    protocol = (
+        "preforktwist.examples.HelloHTTP"
+        if workload == "hello"
+        else "bench.protocols.BurnHTTP"
+    )
+    return Server(
+        key=f"naive-w{workers}" + ("" if workload == "hello" else "-burn"),
+        label=f"naive Twisted pre-fork -w {workers}"
+        + ("" if workload == "hello" else " burn"),
+        kind="naive",
+        workload=workload,
+        argv=lambda port, tmp: [
+            PYTHON,
+            os.path.join(BENCH, "naive_prefork.py"),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--protocol",
+            protocol,
+        ],
+        readyPattern=r"child \d+ pid \d+ ready",
+        readyCount=workers,
+        processes=workers + 1,
+        workers=workers,
+    )
+
+
+def forking() -> Server:
+    return Server(
+        key="forking",
+        label="ForkingTCPServer (fork per connection)",
+        kind="forking",
+        workload="hello",
+        argv=lambda port, tmp: [
+            PYTHON,
+            os.path.join(BENCH, "forking.py"),
+            "--port",
+            str(port),
+        ],
+        readyPattern=r"listening on",
+    )
+
+
+def perl() -> Server:
+    return Server(
+        key="perl",
+        label="Perl Cookbook preforker (5 children, 5 clients each)",
+        kind="perl",
+        workload="hello",
+        argv=lambda port, tmp: [
+            tool("perl"),
+            os.path.join(BENCH, "preforker.pl"),
+            str(port),
+        ],
+        readyPattern=r"listening on",
+        processes=6,
+        stopSignal=signal.SIGINT,  # the recipe's HUNTSMAN
+        workers=5,
+        maxConnections=5,
+    )
+
+
+def gunicorn(workers: int = 2) -> Server:
+    return Server(
+        key=f"gunicorn-w{workers}",
+        label=f"gunicorn sync -w {workers}",
+        kind="gunicorn",
+        workload="hello",
+        argv=lambda port, tmp: [
+            tool("gunicorn"),
+            "--worker-class",
+            "sync",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"{HOST}:{port}",
+            "--backlog",
+            "1024",
+            "--log-level",
+            "info",
+            "--error-logfile",
+            "-",
+            "--worker-tmp-dir",
+            tmp,
+            "bench.wsgi_hello:app",
+        ],
+        readyPattern=r"Booting worker with pid",
+        readyCount=workers,
+        processes=workers + 1,
+        workers=workers,
+    )
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen {host}:{port} backlog=1024;
+        location / {{
+            default_type text/plain;
+            return 200 "hello";
+        }}
+    }}
+}}
+"""
+
+
+def nginx(workers: int = 2) -> Server:
+    def setup(port: int, tmp: str) -> None:
+        with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(workers=workers, tmp=tmp, host=HOST, port=port))
+
+    return Server(
+        key=f"nginx-w{workers}",
+        label=f"nginx return 200, {workers} workers (ceiling)",
+        kind="nginx",
+        workload="hello",
+        argv=lambda port, tmp: [
+            tool("nginx"),
+            "-p",
+            tmp,
+            "-c",
+            os.path.join(tmp, "nginx.conf"),
+            "-e",
+            os.path.join(tmp, "error.log"),
+        ],
+        processes=workers + 1,
+        stopSignal=signal.SIGQUIT,  # graceful
+        workers=workers,
+        setup=setup,
+    )
+
+
+def allServers() -> list[Server]:
+    return [
+        single(),
+        preforktwist(2, 0),
+        preforktwist(5, 0),
+        preforktwist(2, 1000),
+        preforktwist(5, 1000),
+        preforktwist(2, 100),
+        naive(2),
+        naive(5),
+        forking(),
+        perl(),
+        gunicorn(2),
+        nginx(2),
+        single("burn"),
+        preforktwist(2, 0, "burn"),
+        preforktwist(5, 0, "burn"),
+        naive(2, "burn"),
+    ]
+
+
+# ------------------------------------------------------------ /proc views
+
+
+@dataclass
+class Proc:
+    pid: int
+    ppid: int
+    comm: str
+    ticks: int  # utime + stime + cutime + cstime
+    session: int
+
+
+def readProcs() -> Iterator[Proc]:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        close = stat.rfind(")")
+        comm = stat[stat.find("(") + 1 : close]
+        rest = stat[close + 2 :].split()
+        # rest[0] is field 3 (state); field k is rest[k - 3].
+        yield Proc(
+            pid=int(entry),
+            ppid=int(rest[1]),
+            comm=comm,
+            ticks=sum(int(x) for x in rest[11:15]),
+            session=int(rest[3]),
+        )
+
+
+def sessionProcs(session: int) -> list[Proc]:
+    """
+    Every process of one server.  Each server is started in a session of
+    its own (C{start_new_session}), which all its descendants inherit,
+    even those that make their own process group, like preforktwist's
+    workers, and even once orphaned.
+    """
+    return [p for p in readProcs() if p.session == session]
+
+
+def cpuTicks(session: int) -> int:
+    """
+    CPU of the server so far: utime + stime of each live process, plus
+    cutime + cstime, the CPU of the children each has reaped (retired
+    workers, forked-per-connection children).  Differences of this sum
+    over a window are the CPU spent in it, as long as every child is
+    reaped by a process of the same server.
+    """
+    return sum(p.ticks for p in sessionProcs(session))
+
+
+def machineBusy() -> int:
+    """
+    Ticks all CPUs spent not idle since boot, from /proc/stat.
+    """
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+
+
+def childrenCPU() -> float:
+    """
+    CPU seconds of this harness's reaped children: wrk, around a run.
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def readKiB(path: str, key: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def memory(session: int, master: int) -> dict[str, Any]:
+    """
+    PSS and RSS of each process of the server, in KiB.
+    """
+    procs = []
+    for p in sessionProcs(session):
+        try:
+            with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmdline = ""
+        if p.pid == master:
+            role = "master"
+        elif "fork server" in cmdline or "forkserver" in cmdline:
+            role = "fork server"
+        else:
+            role = "worker"
+        procs.append(
+            {
+                "pid": p.pid,
+                "ppid": p.ppid,
+                "comm": p.comm,
+                "cmdline": cmdline.strip()[:100],
+                "role": role,
+                "master": p.pid == master,
+                "pss_kib": readKiB(f"/proc/{p.pid}/smaps_rollup", "Pss"),
+                "rss_kib": readKiB(f"/proc/{p.pid}/status", "VmRSS"),
+            }
+        )
+    return {
+        "processes": len(procs),
+        "pss_kib": sum(p["pss_kib"] for p in procs),
+        "procs": procs,
+    }
+
+
+# ------------------------------------------------------------ processes
+
+LIVE: dict[int, subprocess.Popen[bytes]] = {}
+#: Directories put before the checkout on the servers' PYTHONPATH: with
+#: --snapshot, an export of preforktwist/ at one git revision.
+CODE_PATH: list[str] = []
+#: What preforktwist code the servers run, for RESULTS.md.
+CODE_NOTE = ""
+
+
+def snapshot(revision: str) -> tuple[str, str]:
+    """
+    Export preforktwist/ at C{revision} into a temporary directory, so that
+    a long run measures one version even while the working tree changes.
+    """
+    commit = subprocess.run(
+        ["git", "-C", ROOT, "rev-parse", "--verify", revision + "^{commit}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    target = tempfile.mkdtemp(prefix="bench-code-")
+    archive = subprocess.run(
+        ["git", "-C", ROOT, "archive", commit, "preforktwist"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True)
+    return target, commit
+
+
+def freePort() -> int:
+    """
+    A free port below the ephemeral range, so that no client connection
+    (thousands per second here) can already be using it.
+    """
+    for _ in range(200):
+        port = 20000 + int.from_bytes(os.urandom(2), "big") % 10000
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def startServer(
+    server: Server, port: int, tmp: str, log: str
+) -> subprocess.Popen[bytes]:
+    if server.setup is not None:
+        server.setup(port, tmp)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            server.command(port, tmp),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def probe(port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return False
+    return data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello")
+
+
+def readText(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def waitReady(
+    server: Server,
+    proc: subprocess.Popen[bytes],
+    port: int,
+    log: str,
+    timeout: float = 40.0,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"{server.label} exited with {proc.returncode} before it was "
+                f"ready:\n{readText(log)[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{server.label} not ready after {timeout:g}s:\n{readText(log)[-2000:]}"
+            )
+        ready = len(sessionProcs(proc.pid)) >= server.processes
+        if ready and server.readyPattern:
+            matches = re.findall(server.readyPattern, readText(log))
+            if server.kind == "preforktwist":
+                ready = bool(matches) and int(matches[-1]) >= server.readyCount
+            else:
+                ready = len(matches) >= server.readyCount
+        if ready and probe(port):
+            return
+        time.sleep(0.1)
+
+
+def stopServer(
+    server: Server, proc: subprocess.Popen[bytes], grace: float = 25.0
+) -> None:
+    """
+    The server's own graceful stop, then SIGKILL for whatever is left of
+    its session, each process by its pid.
+    """
+    session = proc.pid
+    try:
+        if proc.poll() is None:
+            proc.send_signal(server.stopSignal)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                print(
+                    f"  ! {server.label}: no exit after {grace:g}s; killing", flush=True
+                )
+                proc.kill()
+                proc.wait(5)
+        deadline = time.monotonic() + 5
+        while True:
+            left = sessionProcs(session)
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                for p in left:
+                    try:
+                        os.kill(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.2)
+                if time.monotonic() > deadline + 5:
+                    break
+            else:
+                time.sleep(0.1)
+    finally:
+        LIVE.pop(proc.pid, None)
+
+
+def stopEverything() -> None:
+    for proc in list(LIVE.values()):
+        session = proc.pid
+        for p in sessionProcs(session):
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        LIVE.pop(proc.pid, None)
+
+
+# ------------------------------------------------------------ wrk
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def wrkCommand(port: int, mode: str, duration: int) -> list[str]:
+    command = [
+        "wrk",
+        "-t1",
+        "-c50",
+        f"-d{duration}s",
+        "--latency",
+    ]
+    if mode == "close":
+        command += ["-H", "Connection: close"]
+    return [*command, f"http://{HOST}:{port}/"]
+
+
+def parseWrk(text: str) -> dict[str, Any]:
+    def number(pattern: str) -> float | None:
+        m = re.search(pattern, text, re.M)
+        return float(m.group(1)) if m else None
+
+    def latency(percent: str) -> float | None:
+        m = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+    socketErrors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
+    m = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    if m:
+        for name, value in zip(socketErrors, m.groups(), strict=False):
+            socketErrors[name] = int(value)
+    non2xx = int(number(r"Non-2xx or 3xx responses: (\d+)") or 0)
+    requests = number(r"^\s*(\d+) requests in")
+    rps = number(r"^Requests/sec:\s+([\d.]+)")
+    if requests is None or rps is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{text}")
+    return {
+        "requests": int(requests),
+        "rps": rps,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "socket_errors": socketErrors,
+        "non2xx": non2xx,
+        "errors": sum(socketErrors.values()) + non2xx,
+    }
+
+
+# ------------------------------------------------------------ worker share
+
+PT_STOPPED = re.compile(
+    r"\[worker (\d+) pid (\d+)\] .*stopped accepting after (\d+) connections"
+)
+NAIVE_SERVED = re.compile(r"child (\d+) pid (\d+) served (\d+) connections")
+# "(pid None)" when a fork server forks the worker later.
+PT_STARTED = re.compile(r"started worker (\d+) \(pid (\w+)\)")
+
+
+def workerShare(server: Server, log: str) -> dict[str, Any]:
+    """
+    Connections each worker accepted, from the workers' own last words:
+    preforktwist's "stopped accepting after N connections" (logged when a
+    worker retires or is told to stop), the naive pre-fork's "served N".
+    """
+    text = readText(log)
+    pattern = PT_STOPPED if server.kind == "preforktwist" else NAIVE_SERVED
+    counts: dict[str, int] = {}
+    for number, pid, n in pattern.findall(text):
+        counts[f"{number}/{pid}"] = int(n)
+    result: dict[str, Any] = {"counts": sorted(counts.values(), reverse=True)}
+    if server.kind == "preforktwist":
+        result["workers_started"] = len(PT_STARTED.findall(text))
+        result["worker_errors"] = len(
+            re.findall(r"#(?:error|critical)\]|Traceback|killed by SIG", text)
+        )
+        result["boot_failures"] = len(re.findall(r"boot failure", text))
+    values = result["counts"]
+    if values and not server.maxConnections:
+        result["max_over_min"] = (
+            max(values) / min(values) if min(values) > 0 else float("inf")
+        )
+    return result
+
+
+# ------------------------------------------------------------ one run
+
+
+def measure(
+    server: Server, mode: str, duration: int, outdir: str, tag: str = ""
+) -> dict[str, Any]:
+    port = freePort()
+    tmp = tempfile.mkdtemp(prefix=f"bench-{server.key}-")
+    log = os.path.join(tmp, "server.log")
+    result: dict[str, Any] = {"server": server.key, "mode": mode}
+    proc = startServer(server, port, tmp, log)
+    try:
+        waitReady(server, proc, port, log)
+        time.sleep(0.3)
+        before = cpuTicks(proc.pid)
+        busyBefore, clientBefore, t0 = machineBusy(), childrenCPU(), time.monotonic()
+        command = wrkCommand(port, mode, duration)
+        result["wrk_command"] = shlex.join(command)
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=duration + 30
+        )
+        after = cpuTicks(proc.pid)
+        busy, wall = machineBusy() - busyBefore, time.monotonic() - t0
+        mem = memory(proc.pid, proc.pid)
+        result.update(parseWrk(out.stdout))
+        result["cpu_s"] = (after - before) / CLK_TCK
+        result["client_cpu_s"] = childrenCPU() - clientBefore
+        # Whatever else ran on the machine meanwhile, in cores.
+        result["other_cores"] = max(
+            0.0, (busy / CLK_TCK - result["cpu_s"] - result["client_cpu_s"]) / wall
+        )
+        result["cpu_per_1000"] = (
+            result["cpu_s"] / result["requests"] * 1000 if result["requests"] else None
+        )
+        result.update(mem)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        result["failed"] = str(e)
+    finally:
+        stopServer(server, proc)
+    result["command"] = shlex.join(server.command(port, tmp))
+    if server.kind in ("preforktwist", "naive"):
+        result["share"] = workerShare(server, log)
+    if "failed" in result or server.kind == "preforktwist":
+        keep = os.path.join(outdir, "logs", f"{server.key}-{mode}{tag}.log")
+        os.makedirs(os.path.dirname(keep), exist_ok=True)
+        shutil.copy(log, keep)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+# ------------------------------------------------------------ timelines
+
+
+def timeline(
+    server: Server, duration: int, hupAt: float | None, outdir: str, name: str
+) -> dict[str, Any]:
+    port = freePort()
+    tmp = tempfile.mkdtemp(prefix=f"bench-timeline-{server.key}-")
+    log = os.path.join(tmp, "server.log")
+    result: dict[str, Any] = {"name": name, "server": server.key}
+    proc = startServer(server, port, tmp, log)
+    client: subprocess.Popen[bytes] | None = None
+    try:
+        waitReady(server, proc, port, log)
+        time.sleep(0.3)
+        before = cpuTicks(proc.pid)
+        command = [
+            PYTHON,
+            os.path.join(BENCH, "timeline.py"),
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+            "--concurrency",
+            "50",
+        ]
+        result["client_command"] = shlex.join(command)
+        client = subprocess.Popen(
+            command, stdout=subprocess.PIPE, start_new_session=True
+        )
+        LIVE[client.pid] = client
+        if hupAt is not None:
+            time.sleep(hupAt + 0.3)  # the client's interpreter takes ~0.3 s to start
+            result["hup_wall"] = time.time()
+            os.kill(proc.pid, signal.SIGHUP)
+        out, _ = client.communicate(timeout=duration + 40)
+        LIVE.pop(client.pid, None)
+        after = cpuTicks(proc.pid)
+        data = json.loads(out)
+        result.update(data)
+        result["cpu_s"] = (after - before) / CLK_TCK
+        if "hup_wall" in result:
+            result["hup_at"] = result["hup_wall"] - data["start"]
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+        result["failed"] = str(e)
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait(5)
+            LIVE.pop(client.pid, None)
+        stopServer(server, proc)
+    result["command"] = shlex.join(server.command(port, tmp))
+    text = readText(log)
+    result["workers_started"] = len(PT_STARTED.findall(text))
+    keep = os.path.join(outdir, "logs", f"timeline-{name}.log")
+    os.makedirs(os.path.dirname(keep), exist_ok=True)
+    shutil.copy(log, keep)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+# ------------------------------------------------------------ statistics
+
+
+def med(values: Sequence[float | None]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.median(clean) if clean else None
+
+
+def spread(values: Sequence[float | None]) -> tuple[float, float] | None:
+    clean = [v for v in values if v is not None]
+    return (min(clean), max(clean)) if clean else None
+
+
+def baselineKey(server: Server) -> str:
+    return "single" if server.workload == "hello" else "single-burn"
+
+
+def byRound(
+    runs: list[dict[str, Any]], key: str, mode: str
+) -> dict[int, dict[str, Any]]:
+    return {
+        r["round"]: r
+        for r in runs
+        if r["server"] == key and r["mode"] == mode and "failed" not in r
+    }
+
+
+def ratios(
+    runs: list[dict[str, Any]], key: str, base: str, mode: str, field: str = "rps"
+) -> list[float]:
+    """
+    key / base for each round where both ran: same-round ratios.
+    """
+    mine, theirs = byRound(runs, key, mode), byRound(runs, base, mode)
+    out = []
+    for rnd, r in sorted(mine.items()):
+        b = theirs.get(rnd)
+        if b and r.get(field) is not None and b.get(field):
+            out.append(r[field] / b[field])
+    return out
+
+
+def summarize(servers: list[Server], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for server in servers:
+        for mode in MODES:
+            mine = [r for r in runs if r["server"] == server.key and r["mode"] == mode]
+            if not mine:
+                continue
+            good = [r for r in mine if "failed" not in r]
+            rps = [r["rps"] for r in good]
+            entry: dict[str, Any] = {
+                "runs": len(mine),
+                "failed": len(mine) - len(good),
+                "rps": rps,
+                "rps_median": med(rps),
+                "rps_spread": spread(rps),
+                "ratio": ratios(runs, server.key, baselineKey(server), mode),
+                "cpu_ratio": ratios(
+                    runs, server.key, baselineKey(server), mode, "cpu_per_1000"
+                ),
+                "p50_ms": med([r["p50_ms"] for r in good]),
+                "p99_ms": med([r["p99_ms"] for r in good]),
+                "p99_spread": spread([r["p99_ms"] for r in good]),
+                "errors": sum(r["errors"] for r in good),
+                "requests": sum(r["requests"] for r in good),
+                "cpu_per_1000": med([r["cpu_per_1000"] for r in good]),
+                "cpu_spread": spread([r["cpu_per_1000"] for r in good]),
+                "pss_mib": med([r["pss_kib"] / 1024 for r in good]),
+                "processes": med([r["processes"] for r in good]),
+                "other_cores": med([r.get("other_cores") for r in good]),
+                "client_cpu_per_1000": med(
+                    [
+                        r["client_cpu_s"] / r["requests"] * 1000
+                        for r in good
+                        if r.get("requests")
+                    ]
+                ),
+            }
+            entry["ratio_median"] = med(entry["ratio"])
+            entry["ratio_spread"] = spread(entry["ratio"])
+            entry["cpu_ratio_median"] = med(entry["cpu_ratio"])
+            shares = [
+                r["share"]["max_over_min"]
+                for r in good
+                if "share" in r and "max_over_min" in r["share"]
+            ]
+            if shares:
+                entry["share_median"] = med(shares)
+                entry["share_worst"] = max(shares)
+                entry["share_counts"] = [
+                    r["share"]["counts"] for r in good if "share" in r
+                ]
+            started = [
+                r["share"]["workers_started"]
+                for r in good
+                if "share" in r and "workers_started" in r["share"]
+            ]
+            if started:
+                entry["workers_started"] = med(started)
+            entry["log_errors"] = sum(
+                r["share"].get("worker_errors", 0) for r in good if "share" in r
+            )
+            summary[f"{server.key}/{mode}"] = entry
+    return summary
+
+
+# ------------------------------------------------------------ targets
+
+
+def fmtRatio(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    m = statistics.median(values)
+    return f"{m:.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def targets(
+    runs: list[dict[str, Any]], summary: dict[str, Any]
+) -> list[tuple[str, str, str, str]]:
+    """
+    (target, threshold, measured, verdict) for each of issue 6's targets.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    def check(
+        name: str, threshold: str, values: list[float], ok: Callable[[float], bool]
+    ) -> None:
+        m = med(values)
+        rows.append(
+            (name, threshold, fmtRatio(values), verdict(None if m is None else ok(m)))
+        )
+
+    check(
+        "1. connection rate, -w 2 vs single",
+        ">= 1.15x",
+        ratios(runs, "pt-w2-m0", "single", "close"),
+        lambda m: m >= 1.15,
+    )
+    check(
+        "1. CPU per connection, -w 2 vs single",
+        "<= 1.1x",
+        ratios(runs, "pt-w2-m0", "single", "close", "cpu_per_1000"),
+        lambda m: m <= 1.1,
+    )
+    check(
+        "2. connection rate, -w 5 vs -w 2",
+        ">= 0.95x",
+        ratios(runs, "pt-w5-m0", "pt-w2-m0", "close"),
+        lambda m: m >= 0.95,
+    )
+    check(
+        "2. (for comparison) naive pre-fork -w 5 vs -w 2",
+        "-",
+        ratios(runs, "naive-w5", "naive-w2", "close"),
+        lambda m: True,
+    )
+    rows[-1] = (*rows[-1][:3], "(reference)")
+    check(
+        "3. keep-alive, -w 2 vs single",
+        ">= 1.3x",
+        ratios(runs, "pt-w2-m0", "single", "keepalive"),
+        lambda m: m >= 1.3,
+    )
+    for m, need in ((1000, 0.95), (100, 0.75)):
+        values = ratios(runs, f"pt-w2-m{m}", "pt-w2-m0", "close")
+        errors = summary.get(f"pt-w2-m{m}/close", {}).get("errors")
+        mm = med(values)
+        rows.append(
+            (
+                f"4. recycling -m {m} vs -m 0 (-w 2, connection rate), zero errors",
+                f">= {need}x, 0 errors",
+                f"{fmtRatio(values)}; errors {errors}",
+                verdict(None if mm is None else (mm >= need and errors == 0)),
+            )
+        )
+    check(
+        "5. CPU-bound, -w 2 vs single (connection rate)",
+        ">= 1.7x",
+        ratios(runs, "pt-w2-m0-burn", "single-burn", "close"),
+        lambda m: m >= 1.7,
+    )
+    check(
+        "5. CPU-bound, -w 2 vs single (keep-alive)",
+        ">= 1.7x",
+        ratios(runs, "pt-w2-m0-burn", "single-burn", "keepalive"),
+        lambda m: m >= 1.7,
+    )
+    for peer, need, label in (
+        ("perl", 3.0, "Perl recipe"),
+        ("forking", 10.0, "fork per connection"),
+        ("gunicorn-w2", 2.0, "gunicorn sync -w 2"),
+    ):
+        check(
+            f"6. -w 2 vs {label} (connection rate)",
+            f">= {need:g}x",
+            ratios(runs, "pt-w2-m0", peer, "close"),
+            lambda m, need=need: m >= need,
+        )
+    for w in (2, 5):
+        for mode in MODES:
+            check(
+                f"6. -w {w} vs naive pre-fork -w {w} ({mode})",
+                ">= 1.0x",
+                ratios(runs, f"pt-w{w}-m0", f"naive-w{w}", mode),
+                lambda m: m >= 1.0,
+            )
+    for w in (2, 5):
+        s = summary.get(f"pt-w{w}-m0/close", {})
+        if "share_median" in s:
+            rows.append(
+                (
+                    f"7. balance -w {w} (busiest / idlest worker)",
+                    "<= 1.5",
+                    f"median {s['share_median']:.2f}, worst {s['share_worst']:.2f}",
+                    verdict(s["share_worst"] <= 1.5),
+                )
+            )
+        else:
+            rows.append((f"7. balance -w {w}", "<= 1.5", "n/a", "n/a"))
+    masters, workers, singles = [], [], []
+    for r in runs:
+        if "failed" in r or "procs" not in r or r["mode"] != "close":
+            continue
+        if r["server"] == "single":
+            singles += [p["rss_kib"] / 1024 for p in r["procs"]]
+        elif r["server"] in ("pt-w2-m0", "pt-w5-m0"):
+            masters += [p["rss_kib"] / 1024 for p in r["procs"] if p["master"]]
+            workers += [
+                p["rss_kib"] / 1024 for p in r["procs"] if p.get("role") == "worker"
+            ]
+    if masters:
+        rows.append(
+            (
+                "8. master RSS",
+                "<= 40 MiB",
+                f"max {max(masters):.1f} MiB",
+                verdict(max(masters) <= 40),
+            )
+        )
+    if workers and singles:
+        diff = max(workers) - statistics.median(singles)
+        rows.append(
+            (
+                "8. worker RSS vs single process RSS",
+                "at most 5 MiB more",
+                f"largest worker {max(workers):.1f} MiB, single "
+                f"{statistics.median(singles):.1f} MiB ({diff:+.1f}); a forked "
+                "worker's RSS counts only the shared pages it has touched",
+                verdict(diff <= 5),
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------ machine
+
+
+def capture(command: list[str]) -> str:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (
+        (out.stdout + out.stderr).strip().splitlines()[0]
+        if (out.stdout + out.stderr).strip()
+        else "?"
+    )
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def machine() -> dict[str, str]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    twisted = capture([PYTHON, "-c", "import twisted; print(twisted.__version__)"])
+    commit = capture(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = capture(["git", "-C", ROOT, "status", "--porcelain", "--", "preforktwist"])
+    return {
+        "nproc": capture(["nproc"]),
+        "cpu": cpu,
+        "kernel": capture(["uname", "-r"]),
+        "python": platform.python_version(),
+        "twisted": twisted,
+        "wrk": capture(["wrk", "-v"]),
+        "nginx": capture([tool("nginx"), "-v"]),
+        "perl": capture([tool("perl"), "-e", "print $^V"]),
+        "gunicorn": capture([tool("gunicorn"), "--version"]),
+        "preforktwist": CODE_NOTE
+        or commit
+        + (
+            " (working tree, with uncommitted changes in preforktwist/)"
+            if dirty not in ("", "?")
+            else ""
+        ),
+        "loadavg_start": loadavg(),
+    }
+
+
+# ------------------------------------------------------------ charts
+
+
+def charts(
+    servers: list[Server],
+    summary: dict[str, Any],
+    timelines: list[dict[str, Any]],
+    outdir: str,
+) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib is not installed: no charts", flush=True)
+        return []
+    written = []
+    colours = {
+        "preforktwist": "tab:blue",
+        "single": "tab:gray",
+        "naive": "tab:orange",
+        "forking": "tab:red",
+        "perl": "tab:purple",
+        "gunicorn": "tab:green",
+        "nginx": "black",
+    }
+
+    def barChart(
+        fieldName: str, spreadName: str, title: str, xlabel: str, name: str
+    ) -> None:
+        panels = [
+            ("hello", "close"),
+            ("hello", "keepalive"),
+            ("burn", "close"),
+            ("burn", "keepalive"),
+        ]
+        fig, axes = plt.subplots(
+            len(panels),
+            1,
+            figsize=(9, 14),
+            gridspec_kw={"height_ratios": [12, 12, 4, 4]},
+        )
+        for ax, (workload, mode) in zip(axes, panels, strict=False):
+            rows = [
+                (s, summary[f"{s.key}/{mode}"])
+                for s in servers
+                if s.workload == workload
+                and f"{s.key}/{mode}" in summary
+                and summary[f"{s.key}/{mode}"][fieldName] is not None
+            ]
+            rows.reverse()
+            labels = [s.label for s, _ in rows]
+            values = [e[fieldName] for _, e in rows]
+            low = [
+                e[fieldName] - e[spreadName][0] if e[spreadName] else 0 for _, e in rows
+            ]
+            high = [
+                e[spreadName][1] - e[fieldName] if e[spreadName] else 0 for _, e in rows
+            ]
+            ax.barh(
+                labels,
+                values,
+                xerr=[low, high],
+                color=[colours.get(s.kind, "tab:gray") for s, _ in rows],
+                capsize=3,
+            )
+            for y, v in enumerate(values):
+                ax.text(
+                    v,
+                    y,
+                    f" {v:,.0f}" if v >= 10 else f" {v:.2f}",
+                    va="center",
+                    fontsize=8,
+                )
+            what = "HTTP hello" if workload == "hello" else "CPU-bound (~1 ms/request)"
+            ax.set_title(f"{what}, {MODE_TITLES[mode]}", fontsize=10)
+            ax.tick_params(axis="y", labelsize=8)
+            ax.set_xlabel(xlabel, fontsize=9)
+        fig.suptitle(title)
+        fig.tight_layout()
+        path = os.path.join(outdir, name)
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+
+    barChart(
+        "rps_median",
+        "rps_spread",
+        "Requests per second (median of rounds; bars: min-max)",
+        "requests/s",
+        "requests_per_second.png",
+    )
+    barChart(
+        "cpu_per_1000",
+        "cpu_spread",
+        "Server CPU seconds per 1,000 requests (all processes; lower is better)",
+        "CPU s / 1,000 requests",
+        "cpu_per_1000.png",
+    )
+
+    good = [t for t in timelines if "failed" not in t]
+    if good:
+        fig, axes = plt.subplots(len(good), 1, figsize=(9, 3 * len(good)), sharex=True)
+        if len(good) == 1:
+            axes = [axes]
+        steady = next((t for t in good if t["name"] == "steady"), None)
+        for ax, t in zip(axes, good, strict=False):
+            # A completion in second k (k <= t < k+1) is drawn at k + 0.5.
+            xs = [k + 0.5 for k in range(len(t["ok"]))]
+            if steady is not None and t is not steady:
+                ax.plot(
+                    [k + 0.5 for k in range(len(steady["ok"]))],
+                    steady["ok"],
+                    color="tab:gray",
+                    linestyle=":",
+                    label="steady -w 2 -m 0 (reference)",
+                )
+            ax.plot(xs, t["ok"], marker="o", label="completed connections/s")
+            ax.bar(xs, t["errors"], color="tab:red", label="errors/s")
+            if "hup_at" in t:
+                ax.axvline(
+                    t["hup_at"], color="tab:orange", linestyle="--", label="SIGHUP"
+                )
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel("per second")
+            ax.set_title(
+                f"{t['title']}: {sum(t['ok']):,} ok, {sum(t['errors'])} errors, "
+                f"{t['workers_started']} workers started",
+                fontsize=10,
+            )
+            ax.legend(fontsize=7, loc="best")
+        axes[-1].set_xlabel("seconds since the client started")
+        axes[-1].set_xlim(0, max(len(t["ok"]) for t in good))
+        fig.tight_layout()
+        path = os.path.join(outdir, "timeline.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ------------------------------------------------------------ report
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def shortPaths(command: str) -> str:
+    return command.replace(VENV_BIN + "/", "").replace(ROOT + "/", "")
+
+
+def fmtShare(v: float) -> str:
+    return "inf (a worker took none)" if v == float("inf") else f"{v:.2f}"
+
+
+def fmtSpread(s: tuple[float, float] | None, digits: int = 0) -> str:
+    return "-" if s is None else f"{s[0]:,.{digits}f}-{s[1]:,.{digits}f}"
+
+
+def report(
+    args: argparse.Namespace,
+    servers: list[Server],
+    runs: list[dict[str, Any]],
+    summary: dict[str, Any],
+    timelines: list[dict[str, Any]],
+    info: dict[str, str],
+    images: list[str],
+    elapsed: float,
+) -> str:
+    lines: list[str] = []
+    w = lines.append
+    invocation = info.get(
+        "invocation", shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+    )
+    now = info.get("date") or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    w("# preforktwist benchmark results")
+    w("")
+    w(
+        f"Generated by `{invocation}` on {now}, in {elapsed / 60:.0f} min: "
+        f"{args.rounds} interleaved rounds (A B C ... C B A) of "
+        f"{args.duration} s runs. "
+        "Every ratio is taken within one round, against the plain single "
+        "Twisted process serving the same protocol under the same load, "
+        "and reported as the median of the rounds (min-max in brackets). "
+        "See [README.md](README.md) for the method."
+    )
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("| --- | --- |")
+    for k in (
+        "nproc",
+        "cpu",
+        "kernel",
+        "python",
+        "twisted",
+        "wrk",
+        "nginx",
+        "perl",
+        "gunicorn",
+        "preforktwist",
+        "loadavg_start",
+        "loadavg_end",
+    ):
+        w(f"| {k} | {info.get(k, '?')} |")
+    w("")
+    w(
+        "The machine has 2 cores and wrk shares them with the server: a "
+        "server can use at most about one core while wrk takes the other, "
+        "so CPU per 1,000 requests (measured from /proc for all the "
+        "server's processes) is the fairer measure of efficiency. The "
+        "machine is shared with other work, so expect noise; the spread "
+        "shows it."
+    )
+    other = [r["other_cores"] for r in runs if "other_cores" in r]
+    if other:
+        w("")
+        w(
+            f"**Noise in this run:** other work used a median of "
+            f"{statistics.median(other):.2f} cores (max {max(other):.2f}) of "
+            f"the {info.get('nproc', '?')} during the measurements (column "
+            '"other load"). '
+            + (
+                "That is a heavily shared machine: throughput ratios are "
+                "unreliable, and CPU per 1,000 requests is the figure to trust."
+                if statistics.median(other) > 0.5
+                else "A quiet machine: the ratios can be trusted within their spread."
+            )
+        )
+    w("")
+    w("## Targets (issue 6)")
+    w("")
+    w(
+        "| target | threshold | measured (median, min-max of same-round ratios) "
+        "| verdict |"
+    )
+    w("| --- | --- | --- | --- |")
+    for row in targets(runs, summary):
+        w("| " + " | ".join(row) + " |")
+    w("")
+    for workload, title in (
+        ("hello", "HTTP hello"),
+        ("burn", "CPU-bound: BurnHTTP, about 1 ms of CPU per request"),
+    ):
+        for mode in MODES:
+            w(f"## {title}, {MODE_TITLES[mode]}")
+            w("")
+            header = [
+                "server",
+                "req/s median",
+                "req/s min-max",
+                "vs single (same round)",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "CPU s/1k req",
+                "CPU vs single",
+                "wrk CPU s/1k",
+                "other load, cores",
+                "PSS MiB",
+                "procs",
+                "worker share max/min",
+            ]
+            w("| " + " | ".join(header) + " |")
+            w("| --- |" + " ---: |" * (len(header) - 1))
+            for s in servers:
+                e = summary.get(f"{s.key}/{mode}")
+                if s.workload != workload or e is None:
+                    continue
+                share = "-"
+                if "share_median" in e:
+                    share = f"{fmtShare(e['share_median'])} (worst "
+                    share += f"{fmtShare(e['share_worst'])})"
+                elif "workers_started" in e:
+                    share = f"recycled: {e['workers_started']:.0f} workers started"
+                if e.get("log_errors"):
+                    share += f"; {e['log_errors']} error lines in the server logs"
+                failed = f" ({e['failed']} failed)" if e["failed"] else ""
+                cells = [
+                    f"{s.label}{failed}",
+                    fmt(e["rps_median"]),
+                    fmtSpread(e["rps_spread"]),
+                    fmtRatio(e["ratio"]),
+                    fmt(e["p50_ms"], 2),
+                    fmt(e["p99_ms"], 2),
+                    str(e["errors"]),
+                    fmt(e["cpu_per_1000"], 3),
+                    fmtRatio(e["cpu_ratio"]),
+                    fmt(e["client_cpu_per_1000"], 3),
+                    fmt(e["other_cores"], 2),
+                    fmt(e["pss_mib"], 1),
+                    fmt(e["processes"]),
+                    share,
+                ]
+                w("| " + " | ".join(cells) + " |")
+            w("")
+    w("## Connections taken by each worker")
+    w("")
+    w(
+        "From each worker's own count when it stopped (preforktwist: "
+        '"stopped accepting after N connections"; naive pre-fork: '
+        '"served N connections"), busiest first, one list per round. '
+        "Includes the one readiness probe."
+    )
+    w("")
+    w("| server | mode | per-worker connections, each round |")
+    w("| --- | --- | --- |")
+    for s in servers:
+        if s.kind not in ("preforktwist", "naive") or s.maxConnections:
+            continue
+        for mode in MODES:
+            e = summary.get(f"{s.key}/{mode}")
+            if e and "share_counts" in e:
+                w(
+                    f"| {s.label} | {mode} | "
+                    + "; ".join(str(c) for c in e["share_counts"])
+                    + " |"
+                )
+    w("")
+    w("## Memory per process (last round, connection rate)")
+    w("")
+    w("| server | processes: RSS / PSS MiB (master first) |")
+    w("| --- | --- |")
+    for s in servers:
+        last = [
+            r
+            for r in runs
+            if r["server"] == s.key and r["mode"] == "close" and "procs" in r
+        ]
+        if not last:
+            continue
+        order = {"master": 0, "fork server": 1, "worker": 2}
+        procs = sorted(
+            last[-1]["procs"], key=lambda p: (order.get(p.get("role"), 2), p["pid"])
+        )
+
+        def name(p: dict[str, Any], kind: str = s.kind) -> str:
+            if kind == "preforktwist":
+                return str(p.get("role", p["comm"]))
+            return p["comm"] + (" (master)" if p["master"] else "")
+
+        desc = ", ".join(
+            f"{name(p)} {p['rss_kib'] / 1024:.1f} / {p['pss_kib'] / 1024:.1f}"
+            for p in procs[:8]
+        )
+        if len(procs) > 8:
+            desc += f", ... ({len(procs)} processes)"
+        w(f"| {s.label} | {desc} |")
+    w("")
+    if timelines:
+        w("## Timelines: recycle storm and rolling reload")
+        w("")
+        w(
+            "Connections completed per second by `bench/timeline.py` (asyncio, "
+            "50 concurrent connection loops, `Connection: close`, 5 s timeout "
+            "per exchange). This Python client is itself CPU-bound at a few "
+            "thousand connections/s, so the level is the client's; what "
+            "matters is whether the line dips or errors appear."
+        )
+        w("")
+        w(
+            "| scenario | server command | ok | errors | min/s | median/s "
+            "| workers started | server CPU s |"
+        )
+        w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for t in timelines:
+            if "failed" in t:
+                why = t["failed"][:200].replace("\n", " ")
+                w(f"| {t['title']} | `{t['command']}` | failed: {why} | | | | | |")
+                continue
+            body = t["ok"][1:-1] or t["ok"]
+            t = {**t, "command": shortPaths(t["command"])}
+            w(
+                f"| {t['title']} | `{t['command']}` | {sum(t['ok']):,} | "
+                f"{sum(t['errors'])} {t['error_kinds'] or ''} | {min(body):,} | "
+                f"{statistics.median(body):,.0f} | {t['workers_started']} | "
+                f"{t['cpu_s']:.1f} |"
+            )
+        w("")
+        for t in timelines:
+            if "failed" not in t:
+                hup = f" (SIGHUP at {t['hup_at']:.1f} s)" if "hup_at" in t else ""
+                w(f"- {t['title']}{hup}: per second {t['ok']}; errors {t['errors']}")
+        w("")
+    if images:
+        w("## Charts")
+        w("")
+        for path in images:
+            name = os.path.basename(path)
+            w(f"![{name}]({name})")
+            w("")
+    w("## Exact commands")
+    w("")
+    w("Load, against each server (port chosen per run):")
+    w("")
+    w("```sh")
+    w(shlex.join(wrkCommand(0, "close", args.duration)).replace(":0/", ":PORT/"))
+    w(shlex.join(wrkCommand(0, "keepalive", args.duration)).replace(":0/", ":PORT/"))
+    w("```")
+    w("")
+    w("Servers (from the last round; PORT and temporary paths vary):")
+    w("")
+    w("```sh")
+    seen = set()
+    for r in runs:
+        if r["server"] not in seen and "command" in r:
+            seen.add(r["server"])
+            w(shortPaths(r["command"]))
+    w("```")
+    w("")
+    w(
+        "All Python servers run with `PYTHONPATH` set to the checkout and "
+        "`cwd` at its root; nginx runs as root with its configuration, pid "
+        "file and error log in a temporary directory."
+    )
+    failures = [r for r in runs + timelines if "failed" in r]
+    if failures:
+        w("")
+        w("## Failed runs")
+        w("")
+        for r in failures:
+            what = f"{r.get('server')} {r.get('mode', r.get('name'))}"
+            w(f"- {what}: {r['failed'][:500]!r}")
+    w("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------ main
+
+
+def plan(servers: list[Server]) -> list[tuple[Server, str]]:
+    return [(s, mode) for s in servers for mode in MODES]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3; 1 with --quick)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (8; 3)")
+    parser.add_argument(
+        "--timeline-duration", type=int, help="seconds per timeline (16; 6)"
+    )
+    parser.add_argument(
+        "--only", help="regex: run only servers whose key matches (plus the baselines)"
+    )
+    parser.add_argument("--no-timelines", action="store_true")
+    parser.add_argument(
+        "--snapshot",
+        metavar="REV",
+        help="run preforktwist/ as of this git revision (exported to a "
+        "temporary directory) instead of the working tree",
+    )
+    parser.add_argument(
+        "--out",
+        help="where RESULTS.md and the charts go (default bench/, or "
+        "bench/out/quick/ with --quick)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite RESULTS.md and the charts from the last run's "
+        "results.json (of the full run, or of the quick one with --quick)",
+    )
+    args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.duration = args.duration or (3 if args.quick else 8)
+    args.timeline_duration = args.timeline_duration or (6 if args.quick else 16)
+    outdir = args.out or (os.path.join(BENCH, "out", "quick") if args.quick else BENCH)
+    os.makedirs(outdir, exist_ok=True)
+    rawdir = os.path.join(BENCH, "out", "quick" if args.quick else "full")
+    os.makedirs(rawdir, exist_ok=True)
+    if args.report_only:
+        reportOnly(rawdir, outdir)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
+
+    servers = allServers()
+    if args.only:
+        servers = [
+            s
+            for s in servers
+            if re.search(args.only, s.key) or s.key in ("single", "single-burn")
+        ]
+
+    def terminate(signum: int, frame: object) -> None:
+        stopEverything()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+
+    global CODE_NOTE
+    snapshotDir = None
+    if args.snapshot:
+        snapshotDir, commit = snapshot(args.snapshot)
+        CODE_PATH.insert(0, snapshotDir)
+        CODE_NOTE = f"{commit[:12]} (`--snapshot {args.snapshot}`: preforktwist/ "
+        CODE_NOTE += "exported from git, ahead of the working tree on PYTHONPATH)"
+    info = machine()
+    info["invocation"] = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+    info["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    started = time.monotonic()
+    order = plan(servers)
+    total = len(order) * args.rounds
+    perRun = args.duration + 3.0
+    runs: list[dict[str, Any]] = []
+    timelines: list[dict[str, Any]] = []
+    try:
+        done = 0
+        for rnd in range(args.rounds):
+            for server, mode in order if rnd % 2 == 0 else list(reversed(order)):
+                done += 1
+                t0 = time.monotonic()
+                result = measure(
+                    server, mode, args.duration, rawdir, f"-round{rnd + 1}"
+                )
+                result["round"] = rnd
+                runs.append(result)
+                perRun = 0.7 * perRun + 0.3 * (time.monotonic() - t0)
+                elapsed = time.monotonic() - started
+                left = (total - done) * perRun
+                if "failed" in result:
+                    what = "FAILED: " + result["failed"].splitlines()[0][:120]
+                else:
+                    what = (
+                        f"{result['rps']:8,.0f} req/s  "
+                        f"p99 {result['p99_ms'] or 0:7.1f} ms  "
+                        f"errors {result['errors']}  "
+                        f"CPU/1k {result['cpu_per_1000'] or 0:.3f} s  "
+                        f"other load {result['other_cores']:.2f} cores"
+                    )
+                bad = result.get("share", {}).get("worker_errors")
+                if bad:
+                    what += f"  ! {bad} error lines in the server log"
+                print(
+                    f"[{done:3d}/{total}] round {rnd + 1}/{args.rounds} "
+                    f"{server.label:<52} {mode:<9} {what}  "
+                    f"({elapsed / 60:.1f} min, ~{left / 60:.1f} min left)",
+                    flush=True,
+                )
+        if not args.no_timelines:
+            scenarios = [
+                (
+                    "steady",
+                    "steady: preforktwist -w 2 -m 0",
+                    preforktwist(2, 0),
+                    None,
+                ),
+                (
+                    "recycle-storm",
+                    "recycle storm: preforktwist -w 2 -m 50",
+                    preforktwist(2, 50),
+                    None,
+                ),
+                (
+                    "rolling-reload",
+                    "rolling reload: preforktwist -w 2, SIGHUP mid-run",
+                    preforktwist(2, 0),
+                    args.timeline_duration / 2,
+                ),
+            ]
+            for name, title, server, hupAt in scenarios:
+                t = timeline(server, args.timeline_duration, hupAt, rawdir, name)
+                t["title"] = title
+                timelines.append(t)
+                if "failed" in t:
+                    what = "FAILED: " + t["failed"].splitlines()[0][:120]
+                else:
+                    what = (
+                        f"{sum(t['ok']):,} ok, {sum(t['errors'])} errors, "
+                        f"min {min(t['ok'][1:-1] or t['ok'])}/s, "
+                        f"{t['workers_started']} workers started"
+                    )
+                print(f"[timeline] {title}: {what}", flush=True)
+    finally:
+        stopEverything()
+        if snapshotDir is not None:
+            shutil.rmtree(snapshotDir, ignore_errors=True)
+    info["loadavg_end"] = loadavg()
+    info["elapsed_s"] = f"{time.monotonic() - started:.0f}"
+    with open(os.path.join(rawdir, "results.json"), "w") as f:
+        json.dump(
+            {"info": info, "args": vars(args), "runs": runs, "timelines": timelines},
+            f,
+            indent=1,
+        )
+    writeReport(args, servers, runs, timelines, info, outdir, rawdir)
+
+
+def writeReport(
+    args: argparse.Namespace,
+    servers: list[Server],
+    runs: list[dict[str, Any]],
+    timelines: list[dict[str, Any]],
+    info: dict[str, str],
+    outdir: str,
+    rawdir: str,
+) -> None:
+    summary = summarize(servers, runs)
+    with open(os.path.join(rawdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    images = charts(servers, summary, timelines, outdir)
+    text = report(
+        args,
+        servers,
+        runs,
+        summary,
+        timelines,
+        info,
+        images,
+        float(info.get("elapsed_s", 0)),
+    )
+    path = os.path.join(outdir, "RESULTS.md")
+    with open(path, "w") as f:
+        f.write(text)
+    print(
+        f"bench: wrote {path} and {len(images)} charts; raw data in {rawdir}",
+        flush=True,
+    )
+    for row in targets(runs, summary):
+        print("  " + " | ".join(row), flush=True)
+
+
+def reportOnly(rawdir: str, outdir: str) -> None:
+    """
+    Rewrite RESULTS.md and the charts from a finished run's results.json.
+    """
+    with open(os.path.join(rawdir, "results.json")) as f:
+        data = json.load(f)
+    args = argparse.Namespace(**data["args"])
+    keys = {r["server"] for r in data["runs"]}
+    servers = [s for s in allServers() if s.key in keys]
+    writeReport(
+        args, servers, data["runs"], data["timelines"], data["info"], outdir, rawdir
+    )
+
+
+if __name__ == "__main__":
+    main()

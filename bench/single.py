@@ -1,0 +1,49 @@
+"""
+The baseline: one plain Twisted process serving a protocol on 127.0.0.1.
+
+    python bench/single.py --port 8080 [--protocol bench.protocols.BurnHTTP]
+
+The same listen backlog as preforktwist (1024), the default reactor (epoll
+on Linux), no worker processes.  Prints C{listening on 127.0.0.1:PORT} when
+ready; SIGTERM or SIGINT stops it, printing how many connections it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Runnable as a script from anywhere: make the checkout importable, so that
+# "bench.protocols.BurnHTTP" and "preforktwist.examples.HelloHTTP" resolve.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.loading import loadProtocol
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--interface", default="127.0.0.1")
+    parser.add_argument("--protocol", default="preforktwist.examples.HelloHTTP")
+    parser.add_argument("--backlog", type=int, default=1024)
+    args = parser.parse_args()
+
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    factory = Factory.forProtocol(loadProtocol(args.protocol))
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        args.port, factory, backlog=args.backlog, interface=args.interface
+    )
+    factory.noisy = False
+    print(
+        f"single pid {os.getpid()} listening on {args.interface}:{args.port}",
+        flush=True,
+    )
+    reactor.run()  # type: ignore[attr-defined]
+    print(f"single pid {os.getpid()} served {port.sessionno} connections", flush=True)
+
+
+if __name__ == "__main__":
+    main()
