@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
+from preforktwist.control import WorkerConfig
 
 if TYPE_CHECKING:
     from preforktwist.process import WorkerProcess
@@ -89,38 +88,16 @@ class ForkServer(ProcessProtocol):
         self._orphanWatch: LoopingCall | None = None
 
     def start(self, reactorModule: str, listenFDs: list[int]) -> None:
-        ours, theirs = socket.socketpair()
-        childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
-        childFDs[CONTROL_FD] = theirs.fileno()
-        for offset, fd in enumerate(listenFDs):
-            childFDs[FIRST_LISTEN_FD + offset] = fd
-        from preforktwist.process import workerEnvironment
+        from preforktwist.process import spawnWithChannel
 
-        try:
-            self.reactor.spawnProcess(
-                self,
-                sys.executable,
-                [
-                    sys.executable,
-                    "-m",
-                    "preforktwist.forkserver",
-                    reactorModule,
-                    str(len(listenFDs)),
-                ],
-                env=workerEnvironment(),
-                childFDs=childFDs,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
+        module = ["preforktwist.forkserver", reactorModule, str(len(listenFDs))]
+        fd = spawnWithChannel(self.reactor, self, module, listenFDs)
+        os.set_blocking(fd, False)
         channel = self._channel = _Channel(self)
         self.reactor.adoptStreamConnection(
-            ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: channel)
+            fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
         )
-        ours.close()
+        os.close(fd)
         self.alive = True
 
     def connectionMade(self) -> None:

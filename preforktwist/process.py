@@ -102,6 +102,40 @@ def describeEnd(reason: Failure) -> str:
     return f"ended ({value})"
 
 
+def spawnWithChannel(
+    reactor: Any, protocol: ProcessProtocol, module: list[str], listenFDs: list[int]
+) -> int:
+    """
+    Start C{python -m MODULE ARGS...} with a control channel (a socketpair)
+    on its fd 3, the listening sockets from fd 4 on, and its stdout and
+    stderr piped to C{protocol}.
+
+    @return: the master's end of the control channel, a raw descriptor.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    childFDs: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+    childFDs[CONTROL_FD] = theirs.fileno()
+    for offset, fd in enumerate(listenFDs):
+        childFDs[FIRST_LISTEN_FD + offset] = fd
+    try:
+        reactor.spawnProcess(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", *module],
+            # spawnProcess's default is an *empty* environment.
+            env=workerEnvironment(),
+            childFDs=childFDs,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        # The master must not hold the child's end, or it would never see
+        # EOF when the child dies.
+        theirs.close()
+    return ours.detach()
+
+
 def workerEnvironment() -> dict[str, str]:
     """
     The master's environment, less what is addressed to the master alone:
@@ -170,32 +204,10 @@ class WorkerProcess(ProcessProtocol):
         from fd 4 on.
         """
         self.config = config
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        childFDs: dict[int, int | str] = {
-            0: "w",
-            1: "r",
-            2: "r",
-            CONTROL_FD: theirs.fileno(),
-        }
-        for offset, fd in enumerate(listenFDs):
-            childFDs[FIRST_LISTEN_FD + offset] = fd
-        try:
-            self.reactor.spawnProcess(
-                self,
-                sys.executable,
-                [sys.executable, "-m", "preforktwist.worker", config.toJSON()],
-                # spawnProcess's default is an *empty* environment.
-                env=workerEnvironment(),
-                childFDs=childFDs,
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            # The master must not hold the worker's end, or it would never
-            # see EOF when the worker dies.
-            theirs.close()
-        self._adoptControl(ours.detach())
+        fd = spawnWithChannel(
+            self.reactor, self, ["preforktwist.worker", config.toJSON()], listenFDs
+        )
+        self._adoptControl(fd)
 
     def _adoptControl(self, fd: int) -> None:
         os.set_blocking(fd, False)

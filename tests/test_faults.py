@@ -29,7 +29,6 @@ from types import TracebackType
 
 import pytest
 
-from preforktwist.tap import Options
 from tests.conftest import StartMaster
 from tests.harness import TWISTD, Master, isAlive, processState, waitUntil
 
@@ -1335,51 +1334,6 @@ def test_fd_exhaustion_leaves_connections_queued(serve: StartMaster) -> None:
 
 
 # 10. Bad options.
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["-w", "1.5"], "--workers"),
-        (["-w", ""], "--workers"),
-        (["-w", "1025"], "--workers"),
-        (["-m", "1e3"], "--max-connections-per-worker"),
-        (["-m", str(2**63)], "--max-connections-per-worker"),
-        (["--max-connections-jitter", "-1"], "--max-connections-jitter"),
-        (["--replace-at", "0"], "--replace-at"),
-        (["--replace-at", "1.5"], "--replace-at"),
-        (["--replace-at", "nan"], "--replace-at"),
-        (["-c", "-1"], "--max-concurrent"),
-        (["-c", str(2**40)], "--max-concurrent"),
-        (["--heartbeat-timeout", "0.5"], "--heartbeat-timeout"),
-        (["--heartbeat-timeout", "-1"], "--heartbeat-timeout"),
-        (["--heartbeat-timeout", "inf"], "--heartbeat-timeout"),
-        (["--reload-batch", "0"], "--reload-batch"),
-        (["--reload-batch", "99999"], "--reload-batch"),
-        (["--boot-timeout", "0"], "--boot-timeout"),
-        (["--boot-timeout", "inf"], "--boot-timeout"),
-        (["--boot-timeout", "soon"], "--boot-timeout"),
-        (["--grace", "1e400"], "--grace"),
-        (["--grace", "86401"], "--grace"),
-        (["--backlog", "65536"], "--backlog"),
-        (["--backlog", "-5"], "--backlog"),
-        (["--backlog", "1.5"], "--backlog"),
-        (["--listen", "tcp:70000"], "--listen"),
-        (["--listen", "tcp:-1"], "--listen"),
-        (["--listen", ""], "--listen"),
-        (["--listen", "tcp:8080:backlog=many"], "--listen"),
-        (["--listen", "ssl:8443"], "--listen"),
-        (["--listen", "tcp:80", "--listen", "stdio:"], "--listen"),
-    ],
-)
-def test_more_bad_options(args: list[str], message: str) -> None:
-    options = Options()
-    with pytest.raises(SystemExit) as raised:
-        options.parseOptions(args)
-    text = str(raised.value.code)
-    assert "\n" not in text
-    assert text.startswith("twistd preforked: ")
-    assert message in text
 
 
 def test_listen_failures_one_line(serve: StartMaster, tmp_path: Path) -> None:
