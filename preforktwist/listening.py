@@ -174,19 +174,30 @@ def _inherited(description: str, fd: int, family: int, backlog: int) -> ListenSp
 
 #: SO_ATTACH_FILTER, from linux/asm-generic/socket.h.
 _SO_ATTACH_FILTER = 26
-#: One classic BPF instruction, "ret #0": accept none of the packet.
-_DROP_ALL = struct.pack("=HBBI", 0x06, 0, 0, 0)
+#: A classic BPF program for a listening TCP socket, whose packets start at
+#: the TCP header: let through any packet with ACK set (a handshake already
+#: under way completes, and its connection is queued), drop the rest: new
+#: SYNs.
+_DROP_NEW = b"".join(
+    struct.pack("=HBBI", code, jt, jf, k)
+    for code, jt, jf, k in (
+        (0x30, 0, 0, 13),  # ldb [13]: the TCP flags
+        (0x45, 0, 1, 0x10),  # jset #ACK
+        (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep it
+        (0x06, 0, 0, 0),  # ret #0: drop it
+    )
+)
 
 
 def _dropEverything(sock: socket.socket) -> None:
     """
-    Attach a classic BPF socket filter that drops every packet.  Linux only;
-    elsewhere, nothing.
+    Attach a classic BPF socket filter that drops new connection attempts.
+    Linux only; elsewhere, nothing.
     """
     if not sys.platform.startswith("linux"):
         return
-    program = ctypes.create_string_buffer(_DROP_ALL)
-    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    program = ctypes.create_string_buffer(_DROP_NEW)
+    fprog = struct.pack("@HP", len(_DROP_NEW) // 8, ctypes.addressof(program))
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
     except OSError:
