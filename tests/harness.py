@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -256,10 +256,6 @@ def exchange(
                 break
             received += chunk
         return received
-
-
-def lines(text: str) -> Iterator[str]:
-    return iter(text.splitlines())
 
 
 class Load:
