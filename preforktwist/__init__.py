@@ -13,14 +13,14 @@ server import this package too, and need none of the master's modules.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from preforktwist.service import PreforkService
+    from preforktwist.master.service import PreforkService
 
 __all__ = ["PreforkService"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "PreforkService":
-        from preforktwist.service import PreforkService
+        from preforktwist.master.service import PreforkService
 
         return PreforkService
     raise AttributeError(f"module 'preforktwist' has no attribute {name!r}")

@@ -11,8 +11,8 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from preforktwist.listening import ListenError, parseListen
-from preforktwist.service import PreforkService, defaultWorkerCount
+from preforktwist.common.endpoints import ListenError, parseListen
+from preforktwist.master.service import PreforkService, defaultWorkerCount
 
 #: The most workers one master will keep: beyond this a value is a typo.
 MAX_WORKERS = 1024

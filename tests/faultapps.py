@@ -171,7 +171,7 @@ def _controlFD() -> int:
     worker adopts a duplicate and closes fd 3 at once (fd 3 is then reused,
     by a listening socket), so the real one is found on the worker object.
     """
-    from preforktwist.serving import Worker
+    from preforktwist.worker.serving import Worker
 
     for thing in gc.get_objects():
         if isinstance(thing, Worker) and thing.control is not None:

@@ -23,7 +23,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from preforktwist.accepting import AcceptBudget, adoptListener
+from preforktwist.worker.accepting import AcceptBudget, adoptListener
 
 
 def pollUntil(condition: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:

@@ -5,9 +5,9 @@ fake samples and fake workers: no processes.
 
 from __future__ import annotations
 
-from preforktwist.autoscale import Autoscaler, Sample
-from preforktwist.limits import WorkerLimits
-from preforktwist.pool import WorkerState
+from preforktwist.master.policy.autoscale import Autoscaler, Sample
+from preforktwist.master.policy.limits import WorkerLimits
+from preforktwist.master.pool import WorkerState
 from tests.test_pool import FakeWorker, Harness
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from preforktwist.pool import Pool, WorkerState
+from preforktwist.master.pool import Pool, WorkerState
 
 
 class FakeWorker:

@@ -42,7 +42,8 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+
+from preforktwist.common.logs import NamedLogger
 
 
 class WorkerState(enum.Enum):
@@ -124,7 +125,7 @@ class Pool:
     @ivar reloading: a rolling reload is under way.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.pool.Pool")
 
     def __init__(
         self,

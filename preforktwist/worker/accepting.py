@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-_log = Logger()
+_log = Logger(namespace="preforktwist.accepting")
 
 
 class AcceptBudget:

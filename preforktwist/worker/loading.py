@@ -15,8 +15,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.reflect import namedAny
 
-#: What is served when neither C{--protocol} nor C{--factory} is given.
-DEFAULT_PROTOCOL = "preforktwist.examples.Echo"
+from preforktwist.protocol.config import DEFAULT_PROTOCOL
 
 
 class FactoryError(Exception):

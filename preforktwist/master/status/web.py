@@ -14,8 +14,8 @@ from importlib import resources
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from preforktwist.metrics import MetricsUnavailableError, exposition
-from preforktwist.scoreboard import Scoreboard
+from preforktwist.master.status.metrics import MetricsUnavailableError, exposition
+from preforktwist.master.status.scoreboard import Scoreboard
 
 
 class _Page(Resource):
@@ -23,7 +23,11 @@ class _Page(Resource):
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.html = resources.files("preforktwist").joinpath("status.html").read_bytes()
+        self.html = (
+            resources.files("preforktwist.master.status")
+            .joinpath("status.html")
+            .read_bytes()
+        )
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")

@@ -1,5 +1,5 @@
 """
-The master's side of the fork server (L{preforktwist.forkserver}): start
+The master's side of the fork server (L{preforktwist.worker.forkserver}): start
 it, ask it for workers, and hear from it how they ended.
 """
 
@@ -14,14 +14,14 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from preforktwist.control import WorkerConfig
+from preforktwist.common.logs import NamedLogger
+from preforktwist.protocol.config import WorkerConfig
 
 if TYPE_CHECKING:
-    from preforktwist.process import WorkerProcess
+    from preforktwist.master.handle import WorkerProcess
 
 
 def endOf(status: int) -> Failure:
@@ -76,7 +76,7 @@ class ForkServer(ProcessProtocol):
     @ivar alive: it can take fork requests.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.forkclient.ForkServer")
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
@@ -88,9 +88,9 @@ class ForkServer(ProcessProtocol):
         self._orphanWatch: LoopingCall | None = None
 
     def start(self, reactorModule: str, listenFDs: list[int]) -> None:
-        from preforktwist.process import spawnWithChannel
+        from preforktwist.master.handle import spawnWithChannel
 
-        module = ["preforktwist.forkserver", reactorModule, str(len(listenFDs))]
+        module = ["preforktwist.worker.forkserver", reactorModule, str(len(listenFDs))]
         fd = spawnWithChannel(self.reactor, self, module, listenFDs)
         os.set_blocking(fd, False)
         channel = self._channel = _Channel(self)

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
-from preforktwist.listening import Listener
-from preforktwist.pool import Pool, WorkerState
-from preforktwist.scoreboard import cpuSeconds, listenQueue
+from preforktwist.common.logs import NamedLogger
+from preforktwist.master.listeners import Listener, listenQueue
+from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.master.procfs import cpuSeconds
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Decision:
 
 
 class Autoscaler:
-    log = Logger()
+    log = NamedLogger("preforktwist.autoscale.Autoscaler")
 
     def __init__(
         self,

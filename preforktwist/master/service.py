@@ -14,21 +14,21 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from preforktwist.autoscale import Autoscaler, PoolSampler
-from preforktwist.control import WorkerConfig
-from preforktwist.forkclient import ForkServer
-from preforktwist.limits import WorkerLimits
-from preforktwist.listening import Listener, ListenError, parseListen
-from preforktwist.loading import DEFAULT_PROTOCOL
-from preforktwist.notify import SystemdNotifier
-from preforktwist.pool import Pool
-from preforktwist.process import WorkerProcess
-from preforktwist.scoreboard import Scoreboard
-from preforktwist.signals import signalsFor
-from preforktwist.titles import setTitle
+from preforktwist.common.endpoints import ListenError, parseListen
+from preforktwist.common.logs import NamedLogger
+from preforktwist.common.titles import setTitle
+from preforktwist.master.forkclient import ForkServer
+from preforktwist.master.handle import WorkerProcess
+from preforktwist.master.listeners import Listener
+from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
+from preforktwist.master.policy.limits import WorkerLimits
+from preforktwist.master.pool import Pool
+from preforktwist.master.signals import signalsFor
+from preforktwist.master.status.scoreboard import Scoreboard
+from preforktwist.master.systemd import SystemdNotifier
+from preforktwist.protocol.config import DEFAULT_PROTOCOL, WorkerConfig
 
 
 def defaultWorkerCount() -> int:
@@ -59,7 +59,7 @@ class PreforkService(Service):
     SIGUSR1 reopens the log file.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.service.PreforkService")
 
     def __init__(
         self,
@@ -140,7 +140,7 @@ class PreforkService(Service):
             address in C{transport.getPeer()}.
         @param minWorkers: with C{maxWorkers}, the pool adapts its size
             to the listen queue between these bounds (see
-            L{preforktwist.autoscale}); C{workers} is the starting size.
+            L{preforktwist.master.policy.autoscale}); C{workers} is the starting size.
         @param maxWorkers: see C{minWorkers}.
         @param maxWorkerMemory: resident bytes a worker may use before it
             is replaced; 0 for no limit.
@@ -284,7 +284,7 @@ class PreforkService(Service):
             endpoint = serverFromString(self.reactor, description)
         except Exception as e:
             raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
-        from preforktwist.statusweb import statusSite
+        from preforktwist.master.status.web import statusSite
 
         result = endpoint.listen(statusSite(self.scoreboard))
         outcome: list[Any] = []
@@ -513,7 +513,7 @@ class PreforkService(Service):
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
 
-    # What signals do (see L{preforktwist.signals}).
+    # What signals do (see L{preforktwist.master.signals}).
 
     def reload(self) -> None:
         # A new fork server imports the code on disk anew.

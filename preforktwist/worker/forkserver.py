@@ -1,5 +1,5 @@
 """
-The fork server, C{python -m preforktwist.forkserver}: a template process
+The fork server, C{python -m preforktwist.worker.forkserver}: a template process
 that has already imported Twisted and preforktwist, and forks ready workers
 on the master's request.
 
@@ -19,7 +19,7 @@ a line from the master:
 
 and forks a worker: the child gets a new control socket on fd 3, sockets
 for its stdout and stderr, the listening sockets where they were, and runs
-L{preforktwist.worker.run}; it never returns into this loop.  The template
+L{preforktwist.worker.main.run}; it never returns into this loop.  The template
 answers with C{forked PID}, passing the master's ends of those three
 sockets along (C{SCM_RIGHTS}).  When a child exits, the template reaps it
 and tells the master C{exited PID STATUS}.  On EOF from the master, or
@@ -38,9 +38,10 @@ import socket
 import sys
 from typing import NoReturn
 
-import preforktwist.worker
-from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
-from preforktwist.titles import setTitle
+from preforktwist.common.titles import setTitle
+from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
+from preforktwist.worker import main as workermain
 
 
 def _preimport(reactorModule: str) -> None:
@@ -53,7 +54,7 @@ def _preimport(reactorModule: str) -> None:
     import twisted.protocols.amp  # noqa: F401
     from twisted.python.reflect import namedAny
 
-    import preforktwist.serving  # noqa: F401
+    import preforktwist.worker.serving  # noqa: F401
 
     if reactorModule:
         try:
@@ -184,7 +185,7 @@ class ForkServer:
                         os.close(fd)
                     except OSError:
                         pass
-            preforktwist.worker.run(config, None)
+            workermain.run(config, None)
         except BaseException:
             import traceback
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         sys.exit(
-            "usage: python -m preforktwist.forkserver REACTOR LISTEN-COUNT "
+            "usage: python -m preforktwist.worker.forkserver REACTOR LISTEN-COUNT "
             "(started by the preforktwist master, not by hand)"
         )
     reactorModule, listenCount = args[0], int(args[1])

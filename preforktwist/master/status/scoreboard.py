@@ -53,9 +53,6 @@ The snapshot's schema (version 1), stable: keys are only ever added::
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -64,8 +61,9 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from preforktwist.listening import Listener
-from preforktwist.pool import Pool, WorkerState
+from preforktwist.master.listeners import Listener, listenQueue
+from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.master.procfs import residentBytes
 
 SCHEMA = 1
 
@@ -84,61 +82,6 @@ CAUSES = (
 
 #: Per-worker states shown, in order.
 STATES = ("booting", "standby", "accepting", "paused", "retiring", "stopping")
-
-
-def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:
-    """
-    How many connections wait in a TCP listening socket's accept queue, and
-    the queue's size, from Linux's C{TCP_INFO}: for a listening socket,
-    C{tcpi_unacked} is the queue's length and C{tcpi_sacked} its limit.
-
-    @return: L{None} where the kernel cannot say (UNIX sockets, other
-        systems).
-    """
-    tcpInfo = getattr(socket, "TCP_INFO", None)
-    if sock is None or tcpInfo is None or sock.family == socket.AF_UNIX:
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, tcpInfo, 104)
-    except OSError:
-        return None
-    if len(info) < 32:
-        return None
-    queued, limit = struct.unpack_from("=II", info, 24)
-    return queued, limit
-
-
-def residentBytes(pid: int | None) -> int | None:
-    """
-    A process's resident set size, from C{/proc}; L{None} if unknown.
-    """
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def cpuSeconds(pid: int | None) -> float | None:
-    """
-    CPU time a process has used (user and system), from C{/proc}.
-    """
-    if pid is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class Scoreboard:

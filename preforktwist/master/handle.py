@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from preforktwist.control import (
+from preforktwist.common.logs import NamedLogger
+from preforktwist.master.pool import WorkerState
+from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.control import (
     CONTROL_FD,
     FIRST_LISTEN_FD,
     Activate,
@@ -30,12 +32,10 @@ from preforktwist.control import (
     ReplaceMe,
     Retire,
     Stop,
-    WorkerConfig,
 )
-from preforktwist.pool import WorkerState
 
 if TYPE_CHECKING:
-    from preforktwist.pool import Pool
+    from preforktwist.master.pool import Pool
 
 #: How long a worker whose control channel closed may take to exit before
 #: it is taken for dead and killed.
@@ -176,7 +176,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar served: connections it finished, as last reported.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.process.WorkerProcess")
 
     def __init__(self, number: int, pool: Pool, reactor: Any) -> None:
         self.number = number
@@ -205,7 +205,7 @@ class WorkerProcess(ProcessProtocol):
         """
         self.config = config
         fd = spawnWithChannel(
-            self.reactor, self, ["preforktwist.worker", config.toJSON()], listenFDs
+            self.reactor, self, ["preforktwist.worker.main", config.toJSON()], listenFDs
         )
         self._adoptControl(fd)
 

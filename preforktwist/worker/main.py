@@ -1,5 +1,5 @@
 """
-The worker program, C{python -m preforktwist.worker CONFIG-JSON}.
+The worker program, C{python -m preforktwist.worker.main CONFIG-JSON}.
 
 Spawned by the master as a fresh interpreter, it installs the master's
 reactor type, imports the user's factory, adopts the inherited listening
@@ -30,11 +30,12 @@ from twisted.logger import (
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from preforktwist.control import CONTROL_FD, FIRST_LISTEN_FD, WorkerConfig
-from preforktwist.serving import Worker
-from preforktwist.titles import setTitle
+from preforktwist.common.titles import setTitle
+from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
+from preforktwist.worker.serving import Worker
 
-log = Logger()
+log = Logger(namespace="preforktwist.worker")
 
 
 @implementer(ILogObserver)
@@ -115,13 +116,13 @@ def _installReactor(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """
-    The program started by the master: C{python -m preforktwist.worker
+    The program started by the master: C{python -m preforktwist.worker.main
     CONFIG-JSON}.
     """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit(
-            "usage: python -m preforktwist.worker CONFIG-JSON "
+            "usage: python -m preforktwist.worker.main CONFIG-JSON "
             "(started by the preforktwist master, not by hand)"
         )
     config = WorkerConfig.fromJSON(args[0])

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from twisted.logger import Logger
 
-from preforktwist.logfiles import reopenLogFiles
+from preforktwist.master.logfiles import reopenLogFiles
 
-log = Logger()
+log = Logger(namespace="preforktwist.signals")
 
 
 class SignalledPool(Protocol):

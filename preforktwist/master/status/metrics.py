@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from preforktwist.scoreboard import CAUSES, STATES, Scoreboard
+from preforktwist.master.status.scoreboard import CAUSES, STATES, Scoreboard
 
 
 class MetricsUnavailableError(Exception):

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 
 from twisted.logger import Logger
 
-from preforktwist.pool import Pool
+from preforktwist.master.pool import Pool
 
-log = Logger()
+log = Logger(namespace="preforktwist.notify")
 
 
 class SystemdNotifier:

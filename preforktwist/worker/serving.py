@@ -1,6 +1,6 @@
 """
 One worker's life, from adopting the listening sockets to its last open
-connection: the logic behind L{preforktwist.worker}, kept apart from the
+connection: the logic behind L{preforktwist.worker.main}, kept apart from the
 program's start-up so it reads as one story.
 """
 
@@ -16,12 +16,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, suc
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from preforktwist.accepting import AcceptBudget, adoptListener
-from preforktwist.control import (
+from preforktwist.common.logs import NamedLogger
+from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.control import (
     Activate,
     BootFailed,
     ControlChannel,
@@ -31,10 +31,10 @@ from preforktwist.control import (
     ReplaceMe,
     Retire,
     Stop,
-    WorkerConfig,
 )
-from preforktwist.loading import FactoryError, loadFactory, loadWorkerInit
-from preforktwist.proxied import ProxyHeaderFactory
+from preforktwist.worker.accepting import AcceptBudget, adoptListener
+from preforktwist.worker.loading import FactoryError, loadFactory, loadWorkerInit
+from preforktwist.worker.proxied import ProxyHeaderFactory
 
 #: Exit status of a worker that could not start serving.
 EXIT_BOOT_FAILURE = 3
@@ -86,7 +86,7 @@ class Worker:
     @ivar exitStatus: the status the process exits with.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.serving.Worker")
 
     def __init__(self, config: WorkerConfig, reactor: Any) -> None:
         self.config = config
@@ -170,7 +170,7 @@ class Worker:
             # endpoint parser is big.
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            from preforktwist.listening import parseListen
+            from preforktwist.common.endpoints import parseListen
 
             try:
                 spec = parseListen(config.listen[index])

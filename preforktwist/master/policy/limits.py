@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
-from preforktwist.pool import Doom, Pool, PoolWorker, WorkerState
-from preforktwist.scoreboard import residentBytes
+from preforktwist.common.logs import NamedLogger
+from preforktwist.master.pool import Doom, Pool, PoolWorker, WorkerState
+from preforktwist.master.procfs import residentBytes
 
 MIB = 1024 * 1024
 
@@ -32,7 +32,7 @@ class WorkerLimits:
     Checks every accepting worker against the memory and age limits.
     """
 
-    log = Logger()
+    log = NamedLogger("preforktwist.limits.WorkerLimits")
 
     def __init__(
         self,

@@ -1,0 +1,4 @@
+"""
+Small helpers both sides use: endpoint parsing, process titles, log
+namespaces.
+"""

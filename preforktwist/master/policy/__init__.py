@@ -1,0 +1,4 @@
+"""
+Policies over the pool, each a timer loop: memory and age limits, and the
+adaptive pool size.
+"""

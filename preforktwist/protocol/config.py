@@ -1,0 +1,67 @@
+"""
+What a worker is told when it starts: its configuration, as one JSON
+argument on its command line (or one line to the fork server).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+#: What is served when neither C{--protocol} nor C{--factory} is given.
+DEFAULT_PROTOCOL = "preforktwist.examples.Echo"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """
+    Everything a worker is told at spawn, passed as one JSON argument.
+
+    @ivar number: the worker's serial number, unique in this master's life.
+    @ivar masterPid: the master's pid, to notice a master that died while
+        the worker was starting.
+    @ivar protocol: dotted name of a C{Protocol} subclass, or L{None}.
+    @ivar factory: dotted name of a factory or factory callable, or L{None}.
+    @ivar families: the address family of each listening socket, in fd order
+        from L{FIRST_LISTEN_FD}.
+    @ivar listen: the endpoint descriptions, for the process title and logs.
+    @ivar tls: for each listening socket, whether it is an C{ssl:} one: the
+        worker then builds the TLS context from its description.
+    @ivar proxyProtocol: every connection starts with a PROXY header.
+    @ivar allowance: connections to accept before retiring; 0 for never.
+    @ivar replaceAt: the share of the allowance after which to ask for the
+        replacement ahead of time; 1 to ask only when it is used up.
+    @ivar maxOpen: connections to hold open at once; 0 for no cap.
+    @ivar acceptBatch: connections to accept per wake-up at most; 0 for
+        Twisted's own adaptive batch.
+    @ivar standby: boot, then accept nothing until told L{Activate}.
+    @ivar grace: seconds to finish open connections once told to stop.
+    @ivar reactor: module of the master's reactor, to install the same one.
+    @ivar countsInterval: seconds between L{Counts} reports.
+    @ivar workerInit: dotted name of a callable to run before accepting.
+    """
+
+    number: int
+    masterPid: int
+    protocol: str | None
+    factory: str | None
+    families: list[int] = field(default_factory=list)
+    listen: list[str] = field(default_factory=list)
+    tls: list[bool] = field(default_factory=list)
+    proxyProtocol: bool = False
+    allowance: int = 0
+    replaceAt: float = 1.0
+    maxOpen: int = 0
+    acceptBatch: int = 0
+    standby: bool = False
+    grace: float = 30.0
+    reactor: str = ""
+    countsInterval: float = 1.0
+    workerInit: str | None = None
+
+    def toJSON(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def fromJSON(cls, text: str) -> WorkerConfig:
+        return cls(**json.loads(text))
