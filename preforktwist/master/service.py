@@ -339,7 +339,8 @@ class PreforkService(Service):
         if self._statusPort is not None:
             host = self._statusPort.getHost()
             self.log.info(
-                "status page on http://{host}:{port}/ (also /status.json, /metrics)",
+                "status page on http://{host}:{port}/ (also /status.json, /metrics, "
+                "/readyz, /livez)",
                 host=getattr(host, "host", host),
                 port=getattr(host, "port", ""),
             )
