@@ -447,6 +447,7 @@ class PreforkService(Service):
             server.start(
                 type(self.reactor).__module__,
                 [listener.fileno for listener in self.listeners],
+                self.descriptions,
             )
         except Exception as e:
             self.log.warn(
