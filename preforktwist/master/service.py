@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 
-from preforktwist.common.endpoints import ListenError, parseListen
+from preforktwist.common.endpoints import ListenError, endpointError, parseListen
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.titles import setTitle
 from preforktwist.master.forkclient import ForkServer
@@ -283,7 +283,7 @@ class PreforkService(Service):
         try:
             endpoint = serverFromString(self.reactor, description)
         except Exception as e:
-            raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
+            raise ListenError(endpointError(description, e)) from None
         from preforktwist.master.status.web import statusSite
 
         result = endpoint.listen(statusSite(self.scoreboard))
