@@ -1143,7 +1143,10 @@ def charts(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("bench: matplotlib is not installed: no charts", flush=True)
+        print(
+            "bench: matplotlib is not installed: no charts (pip install -e '.[bench]')",
+            flush=True,
+        )
         return []
     written = []
     colours = {

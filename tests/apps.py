@@ -162,3 +162,24 @@ class Leaky(Protocol):
         _leak.append(os.urandom(4 * 1024 * 1024))
         self.transport.write(b"%d:%s" % (os.getpid(), data))
         self.transport.loseConnection()
+
+
+class BlocksBriefly(Protocol):
+    """
+    Answer C{busy}, block the worker's reactor for two and a half seconds,
+    then answer C{done} and close.  While it blocks, the worker can neither
+    drain the queue nor give back its listening sockets, so a test can look
+    at the master in the middle of a stop.  C{busy} goes straight to the
+    socket: a client that reads it knows the block has begun.
+    """
+
+    BLOCK = 2.5
+
+    def dataReceived(self, data: bytes) -> None:
+        import time
+
+        assert self.transport is not None
+        self.transport.getHandle().send(b"busy\n")  # type: ignore[attr-defined]
+        time.sleep(self.BLOCK)
+        self.transport.write(b"done")
+        self.transport.loseConnection()

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import StartMaster
 from tests.harness import Load, Master, waitUntil
+from tests.test_status import STATUS
 
 HAPROXY = shutil.which("haproxy")
 
@@ -118,13 +119,15 @@ backend v2
 
 def test_two_instances_reload_and_restart(serve: StartMaster, tmp_path: Path) -> None:
     """
-    Two instances behind HAProxy with health checks and send-proxy-v2.
+    Two instances behind HAProxy with send-proxy-v2, checked by HAProxy on
+    their readiness (/readyz on the status port).
     While a client streams connections through HAProxy: a rolling reload
     of one, then a stop and a start of the other.  No connection fails.
     """
     portA, portB, front = freePort(), freePort(), freePort()
+    statusA, statusB = freePort(), freePort()
 
-    def instance(port: int) -> Master:
+    def instance(port: int, status: int) -> Master:
         return serve(
             "-w",
             "2",
@@ -135,9 +138,11 @@ def test_two_instances_reload_and_restart(serve: StartMaster, tmp_path: Path) ->
             "10",
             "-l",
             f"tcp:{port}:interface=127.0.0.1",
+            "--status",
+            f"tcp:{status}:interface=127.0.0.1",
         )
 
-    a, b = instance(portA), instance(portB)
+    a, b = instance(portA, statusA), instance(portB, statusB)
     a.waitForWorkers(2)
     b.waitForWorkers(2)
     config = (
@@ -148,9 +153,11 @@ frontend app
     default_backend pool
 backend pool
     balance roundrobin
-    default-server send-proxy-v2 check check-send-proxy inter 200ms fall 1 rise 2
-    server a 127.0.0.1:{portA}
-    server b 127.0.0.1:{portB}
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server send-proxy-v2 check inter 200ms fall 1 rise 2
+    server a 127.0.0.1:{portA} port {statusA}
+    server b 127.0.0.1:{portB} port {statusB}
 """
     )
     with haproxy(config, tmp_path, front), Load(front, clients=4) as load:
@@ -161,7 +168,7 @@ backend pool
         b.signal(signal.SIGTERM)
         assert b.wait(30) == 0
         load.waitForMore(200)
-        b2 = instance(portB)
+        b2 = instance(portB, statusB)
         b2.waitForWorkers(2)
 
         def servedByB2() -> bool:
@@ -173,3 +180,69 @@ backend pool
     print("two instances behind HAProxy:", load.report())
     assert load.failed == []
     assert re.search(r"reload finished", "\n".join(a.log()))
+
+
+def serverCheck(stats: Path, backend: str, server: str) -> tuple[str, str]:
+    """
+    A server's state and last check's outcome, from HAProxy's stats socket:
+    C{("UP", "L7OK")}, C{("DOWN", "L7STS")} (an HTTP status that failed
+    C{http-check expect}), ...
+    """
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(stats))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if (row.get("pxname"), row.get("svname")) == (backend, server):
+            return row["status"], row["check_status"]
+    raise AssertionError(f"no {backend}/{server} in {lines}")
+
+
+def test_readiness_takes_a_stopping_instance_out(
+    serve: StartMaster, tmp_path: Path
+) -> None:
+    """
+    HAProxy checks /readyz on the status port: a stopping instance that is
+    still finishing a request (and still holds its listening socket) is
+    marked down by its 503, before it is gone.
+    """
+    master = serve("-w", "1", "-p", "tests.apps.BlocksBriefly", *STATUS)
+    master.waitForWorkers(1)
+    status = int(
+        master.waitForLine(r"status page on http://127\.0\.0\.1:(\d+)/").group(1)
+    )
+    front, stats = freePort(), tmp_path / "stats.sock"
+    config = (
+        DEFAULTS
+        + f"""
+    timeout check 1s
+frontend app
+    bind 127.0.0.1:{front}
+    default_backend pool
+backend pool
+    option httpchk GET /readyz
+    http-check expect status 200
+    server a 127.0.0.1:{master.port} check port {status} inter 100ms fall 1 rise 1
+"""
+    ).replace("global\n", f"global\n    stats socket {stats} level admin\n", 1)
+    with haproxy(config, tmp_path, front):
+        waitUntil(lambda: serverCheck(stats, "pool", "a") == ("UP", "L7OK"), 10, "UP")
+        with socket.create_connection(("127.0.0.1", master.port), timeout=10) as s:
+            s.sendall(b"x")
+            assert s.recv(100) == b"busy\n"
+            master.signal(signal.SIGTERM)
+            waitUntil(
+                lambda: serverCheck(stats, "pool", "a") == ("DOWN", "L7STS"),
+                2,
+                "HAProxy to see the 503",
+            )
+            assert master.process.poll() is None
+            assert master.count("closing the listening sockets") == 0
+            assert s.recv(100) == b"done"
+    assert master.wait(30) == 0

@@ -98,6 +98,26 @@ class _RecordingReactor:
 
 _SUPPORTED = "use tcp:, tcp6:, ssl:, unix: or systemd:"
 
+#: Modules that only an optional extra installs, and that extra: Twisted's
+#: C{ssl:} endpoint needs C{twisted[tls]}, which C{preforktwist[tls]} asks for.
+_EXTRAS = {"OpenSSL": "tls", "service_identity": "tls", "idna": "tls"}
+
+
+def endpointError(description: str, error: Exception) -> str:
+    """
+    One line for an endpoint that Twisted could not parse or use; a module
+    missing because an optional extra is not installed names that extra.
+    """
+    if isinstance(error, ImportError):
+        module = (error.name or "").split(".")[0]
+        extra = _EXTRAS.get(module)
+        if extra is not None:
+            return (
+                f"endpoint {description!r} needs {module}, which is not "
+                f"installed: pip install 'preforktwist[{extra}]'"
+            )
+    return f"cannot parse endpoint {description!r}: {error}"
+
 
 def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
     """
@@ -110,10 +130,12 @@ def parseListen(description: str, backlog: int | None = None) -> ListenSpec:
     try:
         endpoint = serverFromString(recorder, description)
     except Exception as e:
-        raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
+        raise ListenError(endpointError(description, e)) from None
     factory = Factory.forProtocol(Protocol)
     try:
         result = endpoint.listen(factory)
+    except ImportError as e:
+        raise ListenError(endpointError(description, e)) from None
     except Exception as e:
         raise ListenError(f"cannot use endpoint {description!r}: {e}") from None
     failures: list[Exception] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -87,10 +88,24 @@ class ForkServer(ProcessProtocol):
         self._children: dict[int, WorkerProcess] = {}
         self._orphanWatch: LoopingCall | None = None
 
-    def start(self, reactorModule: str, listenFDs: list[int]) -> None:
+    def start(
+        self,
+        reactorModule: str,
+        listenFDs: list[int],
+        descriptions: Sequence[str] = (),
+    ) -> None:
+        """
+        @param descriptions: the listeners, shown in the fork server's
+            process title.
+        """
         from preforktwist.master.handle import spawnWithChannel
 
-        module = ["preforktwist.worker.forkserver", reactorModule, str(len(listenFDs))]
+        module = [
+            "preforktwist.worker.forkserver",
+            reactorModule,
+            str(len(listenFDs)),
+            *descriptions,
+        ]
         fd = spawnWithChannel(self.reactor, self, module, listenFDs)
         os.set_blocking(fd, False)
         channel = self._channel = _Channel(self)

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 
-from preforktwist.common.endpoints import ListenError, parseListen
+from preforktwist.common.endpoints import ListenError, endpointError, parseListen
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.titles import setTitle
 from preforktwist.master.forkclient import ForkServer
@@ -283,7 +283,7 @@ class PreforkService(Service):
         try:
             endpoint = serverFromString(self.reactor, description)
         except Exception as e:
-            raise ListenError(f"cannot parse endpoint {description!r}: {e}") from None
+            raise ListenError(endpointError(description, e)) from None
         from preforktwist.master.status.web import statusSite
 
         result = endpoint.listen(statusSite(self.scoreboard))
@@ -339,7 +339,8 @@ class PreforkService(Service):
         if self._statusPort is not None:
             host = self._statusPort.getHost()
             self.log.info(
-                "status page on http://{host}:{port}/ (also /status.json, /metrics)",
+                "status page on http://{host}:{port}/ (also /status.json, /metrics, "
+                "/readyz, /livez)",
                 host=getattr(host, "host", host),
                 port=getattr(host, "port", ""),
             )
@@ -446,6 +447,7 @@ class PreforkService(Service):
             server.start(
                 type(self.reactor).__module__,
                 [listener.fileno for listener in self.listeners],
+                self.descriptions,
             )
         except Exception as e:
             self.log.warn(

@@ -202,12 +202,12 @@ def _openFDs() -> list[int]:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
+    if len(args) < 2:
         sys.exit(
             "usage: python -m preforktwist.worker.forkserver REACTOR LISTEN-COUNT "
-            "(started by the preforktwist master, not by hand)"
+            "[DESCRIPTION...] (started by the preforktwist master, not by hand)"
         )
-    reactorModule, listenCount = args[0], int(args[1])
+    reactorModule, listenCount, descriptions = args[0], int(args[1]), args[2:]
     control = socket.socket(fileno=CONTROL_FD)
     control.setblocking(True)
     masterPid = os.getppid()
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # to (and so copy) the pages it shares with this template.
     gc.collect()
     gc.freeze()
-    setTitle("preforktwist fork server")
+    setTitle(" ".join(["preforktwist fork server", *descriptions]))
     print(json.dumps({"ready": os.getpid()}), flush=True)
     ForkServer(control, listenCount).serve()
 

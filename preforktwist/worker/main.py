@@ -30,7 +30,6 @@ from twisted.logger import (
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from preforktwist.common.titles import setTitle
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
 from preforktwist.worker.serving import Worker
@@ -163,7 +162,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
     # the Python code is stuck.
     faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
     _capConcurrency(worker)
-    setTitle(f"preforktwist worker {config.number} {' '.join(config.listen)}")
+    worker.updateTitle()
 
     def installSignals() -> None:
         def graceful(signum: int, frame: FrameType | None) -> None:

@@ -20,6 +20,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.titles import setTitle, workerTitle
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import (
     Activate,
@@ -59,6 +60,7 @@ class _WorkerControl(ControlChannel):
     @Activate.responder
     def activate(self) -> dict[str, Any]:
         self.worker.budget.release()
+        self.worker.updateTitle()
         return {}
 
     @Stop.responder
@@ -113,6 +115,7 @@ class Worker:
         self._counts = LoopingCall(self._sendCounts)
         self._deadline: Any = None
         self._closed: Deferred[None] | None = None
+        self._title = ""
 
     # Starting.
 
@@ -219,6 +222,21 @@ class Worker:
     def _sendCounts(self) -> None:
         b = self.budget
         self._call(Counts, accepted=b.accepted, open=b.open, served=b.served)
+        self.updateTitle()
+
+    def updateTitle(self) -> None:
+        """
+        Show this worker's count in C{ps}; called with each heartbeat, so
+        the title costs nothing per connection.
+        """
+        b = self.budget
+        config = self.config
+        title = workerTitle(
+            config.number, config.listen, b.accepted, b.allowance, b.held
+        )
+        if title != self._title:
+            self._title = title
+            setTitle(title)
 
     def _accepted(self) -> None:
         b = self.budget

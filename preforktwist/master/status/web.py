@@ -1,6 +1,7 @@
 """
 The status endpoint (C{--status}): a live scoreboard page, its data as
-JSON, and Prometheus metrics, served by twisted.web in the master.
+JSON, Prometheus metrics and health checks, served by twisted.web in the
+master.
 
 Each request builds a fresh snapshot from what the master already knows,
 so it costs the workers nothing and never waits on one of them.
@@ -14,6 +15,7 @@ from importlib import resources
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from preforktwist.master.status.health import LiveResource, Readiness, ReadyResource
 from preforktwist.master.status.metrics import MetricsUnavailableError, exposition
 from preforktwist.master.status.scoreboard import Scoreboard
 
@@ -67,7 +69,9 @@ class _Metrics(Resource):
 
 def statusSite(scoreboard: Scoreboard) -> Site:
     """
-    The whole status endpoint: C{/}, C{/status.json} and C{/metrics}.
+    The whole status endpoint: C{/}, C{/status.json}, C{/metrics}, and
+    the health checks C{/readyz} and C{/livez}.  Built before the pool
+    starts, so that readiness sees every pool event.
     """
     root = Resource()
     page = _Page()
@@ -75,6 +79,8 @@ def statusSite(scoreboard: Scoreboard) -> Site:
     root.putChild(b"index.html", page)
     root.putChild(b"status.json", _JSON(scoreboard))
     root.putChild(b"metrics", _Metrics(scoreboard))
+    root.putChild(b"readyz", ReadyResource(Readiness(scoreboard.pool)))
+    root.putChild(b"livez", LiveResource())
     site = Site(root)
     site.displayTracebacks = False
     site.noisy = False

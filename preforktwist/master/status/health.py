@@ -1,0 +1,95 @@
+"""
+Health checks for orchestrators, under Kubernetes' own names: C{/readyz}
+(send me traffic?) and C{/livez} (am I alive, or should I be restarted?).
+
+Readiness is what a load balancer or a Kubernetes Service acts on: 200 once
+the pool has had all its wanted workers accepting, for as long as at least
+one of them still accepts and no stop has begun; 503 before that, and from
+the very moment a stop begins (C{SIGTERM}), before the workers drain the
+queue and long before the listening sockets close, so that traffic moves
+elsewhere while this instance finishes what it has.  A crashed worker or a
+reload (failed or not) leaves the other workers serving, so it does not
+make the instance unready: taking a whole instance out of rotation for
+one replacement would turn a small fault into a big one.
+
+Liveness is answered by the master's reactor itself, with nothing else
+consulted: if it answers, the reactor turns; if the reactor is stuck, the
+probe times out, which is what the orchestrator counts as a failure.  It
+stays 200 while the instance drains: killing a draining master would cut
+the connections it is finishing.
+"""
+
+from __future__ import annotations
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from preforktwist.master.pool import Pool, WorkerState
+
+
+class Readiness:
+    """
+    Follows the pool's events to tell whether this instance should get
+    traffic.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.everReady = False
+        self.stopping = False
+        pool.observers.append(self._event)
+
+    def _event(self, event: str) -> None:
+        if event == "ready":
+            self.everReady = True
+        elif event == "stopping":
+            self.stopping = True
+
+    def check(self) -> tuple[bool, str]:
+        """
+        @return: whether the instance is ready, and why, in a few words.
+        """
+        pool = self.pool
+        accepting = len(pool.inState(WorkerState.ACCEPTING))
+        if self.stopping or (self.everReady and not pool.running):
+            return False, "stopping"
+        if not self.everReady:
+            return False, f"starting: {accepting} of {pool.size} workers accepting"
+        if accepting == 0:
+            return False, f"no worker accepting (0 of {pool.size})"
+        return True, f"{accepting} of {pool.size} workers accepting"
+
+
+def _plain(request: Request, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return f"{text}\n".encode()
+
+
+class ReadyResource(Resource):
+    isLeaf = True
+
+    def __init__(self, readiness: Readiness) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.readiness = readiness
+
+    def render_GET(self, request: Request) -> bytes:
+        ready, why = self.readiness.check()
+        return _plain(
+            request, 200 if ready else 503, f"{'ok' if ready else 'not ready'}: {why}"
+        )
+
+    render_HEAD = render_GET
+
+
+class LiveResource(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def render_GET(self, request: Request) -> bytes:
+        return _plain(request, 200, "ok: the master's reactor answered")
+
+    render_HEAD = render_GET
