@@ -25,13 +25,12 @@ def serve(tmp_path: Path) -> Iterator[StartMaster]:
     """
     started: list[Master] = []
 
-    def start(*args: str, **kwargs: Any) -> Master:
+    def start(*args: str, master: type[Master] = Master, **kwargs: Any) -> Master:
         options = list(args)
         if "-l" not in options and "--listen" not in options:
             options += ["--listen", "tcp:0:interface=127.0.0.1"]
-        master = Master(options, cwd=tmp_path, **kwargs)
-        started.append(master)
-        return master
+        started.append(master(options, cwd=tmp_path, **kwargs))
+        return started[-1]
 
     yield start
     leaked = []

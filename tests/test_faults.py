@@ -812,6 +812,11 @@ BOOT_CASES = [
         ["--worker-init", "tests.faultapps.hangingInit", "--boot-timeout", "2"],
         r"did not become ready within 2s",
     ),
+    BootCase(
+        "module hangs at import, --boot-timeout 2",
+        ["--protocol", "tests.hangs_at_import.Echo", "--boot-timeout", "2"],
+        r"did not become ready within 2s",
+    ),
 ]
 
 

@@ -25,6 +25,7 @@ from preforktwist.master.listeners import Listener
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
 from preforktwist.master.policy.limits import WorkerLimits
 from preforktwist.master.pool import Pool
+from preforktwist.master.reaper import OrphanReaper, runningAsInit
 from preforktwist.master.signals import signalsFor
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdNotifier
@@ -249,6 +250,8 @@ class PreforkService(Service):
         self._forkServer: ForkServer | None = None
         self._forkServerStarted = 0.0
         self._notifier: SystemdNotifier | None = None
+        #: Only as PID 1 (in a container): orphans are ours to reap.
+        self._reaper = OrphanReaper() if runningAsInit() else None
 
     @property
     def descriptions(self) -> list[str]:
@@ -333,6 +336,8 @@ class PreforkService(Service):
             self.pool.observers.append(self._notifier)
         self.pool.start()
         self.scoreboard.start()
+        if self._reaper is not None:
+            self._reaper.startService()
         self.limits.start()
         if self.autoscaler is not None:
             self.autoscaler.start()
@@ -370,6 +375,8 @@ class PreforkService(Service):
             self.closeListeners()
             self._signals.remove(self)
             self.scoreboard.stop()
+            if self._reaper is not None:
+                self._reaper.stopService()  # type: ignore[no-untyped-call]
             if self._notifier is not None:
                 self.pool.observers.remove(self._notifier)
                 self._notifier.close()
