@@ -28,7 +28,7 @@ def scaler(h: Harness, load: Load, **kwargs: float) -> Autoscaler:
         int(kwargs.pop("maximum", 4)),
         **kwargs,
     )
-    s.start()
+    s.startService()
     return s
 
 
@@ -110,7 +110,7 @@ def leaky(h: Harness, rss: dict[int, int], **kwargs: float) -> WorkerLimits:
         rss=lambda w: rss.get(w.number),
         **kwargs,  # type: ignore[arg-type]
     )
-    limits.start()
+    limits.startService()
     return limits
 
 

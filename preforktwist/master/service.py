@@ -332,10 +332,11 @@ class PreforkService(Service):
         if self._notifier is not None:
             self.pool.observers.append(self._notifier)
         self.pool.start()
-        self.scoreboard.start()
-        self.limits.start()
+        self.scoreboard.startService()
+        if self.limits.active:
+            self.limits.startService()
         if self.autoscaler is not None:
-            self.autoscaler.start()
+            self.autoscaler.startService()
         if self._statusPort is not None:
             host = self._statusPort.getHost()
             self.log.info(
@@ -351,15 +352,16 @@ class PreforkService(Service):
             n=len(self.pool.workers),
             grace=self.grace,
         )
-        self.limits.stop()
+        if self.limits.running:
+            self.limits.stopService()
         if self._forkServer is not None:
             # It gives back its copies of the listening sockets; the pool
             # stops whatever it had still to make.
             for worker in self._forkServer.close():
                 worker.forkFailed("the server is stopping")
             self._forkServer = None
-        if self.autoscaler is not None:
-            self.autoscaler.stop()
+        if self.autoscaler is not None and self.autoscaler.running:
+            self.autoscaler.stopService()
         for listener in self.listeners:
             listener.refuseNew()
         d = self.pool.stop()
@@ -368,7 +370,8 @@ class PreforkService(Service):
         def stopped(_: None) -> Any:
             self.closeListeners()
             self._signals.remove(self)
-            self.scoreboard.stop()
+            if self.scoreboard.running:
+                self.scoreboard.stopService()
             if self._notifier is not None:
                 self.pool.observers.remove(self._notifier)
                 self._notifier.close()
