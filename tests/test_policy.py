@@ -5,6 +5,8 @@ fake samples and fake workers: no processes.
 
 from __future__ import annotations
 
+from twisted.application.service import IService, MultiService
+
 from preforktwist.master.policy.autoscale import Autoscaler, Sample
 from preforktwist.master.policy.limits import WorkerLimits
 from preforktwist.master.pool import WorkerState
@@ -28,7 +30,7 @@ def scaler(h: Harness, load: Load, **kwargs: float) -> Autoscaler:
         int(kwargs.pop("maximum", 4)),
         **kwargs,
     )
-    s.start()
+    s.startService()
     return s
 
 
@@ -110,7 +112,7 @@ def leaky(h: Harness, rss: dict[int, int], **kwargs: float) -> WorkerLimits:
         rss=lambda w: rss.get(w.number),
         **kwargs,  # type: ignore[arg-type]
     )
-    limits.start()
+    limits.startService()
     return limits
 
 
@@ -164,3 +166,37 @@ def test_several_doomed_at_once_are_all_replaced() -> None:
         h.readyAll()
     assert [w.calls for w in h.spawned[:3]] == [["retire"]] * 3
     assert h.pool.restarts == {"memory": 3}
+
+
+def test_policies_are_services_that_stop_checking() -> None:
+    """
+    The limits and the autoscaler run as children of a C{MultiService} on
+    the pool's clock: they check while running, and not once stopped.
+    """
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    rss = {1: 50, 2: 50}
+    limits = WorkerLimits(
+        h.pool, h.clock, maxMemory=100, minLifetime=0, rss=lambda w: rss.get(w.number)
+    )
+    load = Load()
+    load.sample = Sample(3, 2, 2, 2, 0.9)
+    autoscaler = Autoscaler(h.pool, h.clock, load, 1, 8, upAfter=1, cooldown=1)
+    parent = MultiService()
+    for child in (limits, autoscaler):
+        assert IService.providedBy(child)
+        child.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    parent.startService()
+    assert limits.running and autoscaler.running
+    run(h, 2)
+    assert h.pool.size == 3
+    stopped: list[object] = []
+    parent.stopService().addCallback(stopped.append)
+    assert stopped and not limits.running and not autoscaler.running
+    rss[1] = 200
+    spawned = len(h.spawned)
+    run(h, 20)
+    assert h.pool.size == 3
+    assert len(h.spawned) == spawned
+    assert h.pool.restarts == {}

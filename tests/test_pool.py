@@ -7,7 +7,9 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from preforktwist.master.events import RestartCause
 from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.protocol.control import ReplaceCause
 
 
 class FakeWorker:
@@ -87,7 +89,7 @@ def test_replacement_first() -> None:
     h.pool.start()
     h.readyAll()
     old = h.spawned[0]
-    h.pool.workerWantsReplacement(old, "allowance")
+    h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
     assert old.state is WorkerState.RETIRING
     assert len(h.spawned) == 3
     assert h.busy() == 2
@@ -108,7 +110,7 @@ def test_never_more_than_size_busy() -> None:
                 h.pool.workerReady(worker)
             elif worker.state is WorkerState.ACCEPTING:
                 if round % 3:
-                    h.pool.workerWantsReplacement(worker, "allowance")
+                    h.pool.workerWantsReplacement(worker, ReplaceCause.ALLOWANCE)
                 else:
                     h.pool.workerExited(worker, "was killed by SIGKILL")
             elif worker.state is WorkerState.RETIRING:
@@ -157,7 +159,7 @@ def test_boot_failures_after_ready_never_give_up() -> None:
     h.pool.start()
     h.readyAll()
     h.clock.advance(10)
-    h.pool.workerWantsReplacement(h.spawned[0], "allowance")
+    h.pool.workerWantsReplacement(h.spawned[0], ReplaceCause.ALLOWANCE)
     for _ in range(10):
         booting = h.pool.inState(WorkerState.BOOTING)
         assert len(booting) <= 1
@@ -195,7 +197,7 @@ def test_retiring_worker_killed_after_grace() -> None:
     h = Harness(1, grace=5)
     h.pool.start()
     h.readyAll()
-    h.pool.workerWantsReplacement(h.spawned[0], "allowance")
+    h.pool.workerWantsReplacement(h.spawned[0], ReplaceCause.ALLOWANCE)
     h.clock.advance(5)
     assert h.spawned[0].calls == ["kill"]
 
@@ -219,7 +221,7 @@ def test_replacement_ahead_of_time() -> None:
     assert h.pool.workers[old.number].state is WorkerState.RETIRING
     assert old.calls == ["retire"]
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
-    h.pool.workerWantsReplacement(old, "allowance")
+    h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
     h.pool.workerExited(old, "exited with status 0")
     assert len(h.spawned) == 3
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
@@ -318,7 +320,7 @@ def test_heartbeat_timeout() -> None:
     assert len(h.spawned) == 3
     h.clock.advance(2)
     assert stuck.calls == ["dumpStack", "terminate", "kill"]
-    assert h.pool.restarts == {"heartbeat timeout": 1}
+    assert h.pool.restarts == {RestartCause.HEARTBEAT_TIMEOUT: 1}
 
 
 def test_reload_with_a_worker_near_its_allowance() -> None:

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.master.procfs import isRunning
 from preforktwist.protocol.config import WorkerConfig
 
 if TYPE_CHECKING:
@@ -200,9 +201,4 @@ class ForkServer(ProcessProtocol):
 
 
 def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+    return isRunning(pid)

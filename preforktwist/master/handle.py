@@ -29,6 +29,7 @@ from preforktwist.protocol.control import (
     Counts,
     NearAllowance,
     Ready,
+    ReplaceCause,
     ReplaceMe,
     Retire,
     Stop,
@@ -73,7 +74,9 @@ class _MasterControl(ControlChannel):
         return {}
 
     @ReplaceMe.responder
-    def replaceMe(self, accepted: int, open: int, cause: str) -> dict[str, Any]:
+    def replaceMe(
+        self, accepted: int, open: int, cause: ReplaceCause
+    ) -> dict[str, Any]:
         self.worker.updateCounts(accepted, open, accepted - open)
         self.worker.pool.workerWantsReplacement(self.worker, cause)
         return {}

@@ -44,6 +44,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.master.events import PoolEvent, RestartCause
+from preforktwist.protocol.control import ReplaceCause
 
 
 class WorkerState(enum.Enum):
@@ -90,17 +92,6 @@ class PoolWorker(Protocol):
         """End the worker now (SIGKILL)."""
 
 
-class Doom(enum.Enum):
-    """
-    Why a worker's replacement is wanted while it still accepts.
-    """
-
-    ALLOWANCE = "allowance"
-    RELOAD = "reload"
-    MEMORY = "memory"
-    AGE = "age"
-
-
 @dataclass
 class WorkerRecord:
     """
@@ -112,7 +103,9 @@ class WorkerRecord:
     standby: bool = False
     readyAt: float | None = None
     lastSeen: float = 0.0
-    doom: Doom | None = None
+    #: Why its replacement is wanted while it still accepts: its
+    #: allowance, a reload, its memory or its age.
+    doom: RestartCause | None = None
     stuck: bool = False
 
 
@@ -188,7 +181,7 @@ class Pool:
         self.gaveUp = False
         self.reloading = False
         self.generation = 0
-        self.restarts: dict[str, int] = {}
+        self.restarts: dict[RestartCause, int] = {}
         #: Connections accepted and served by workers that have exited.
         self.exitedAccepted = 0
         self.exitedServed = 0
@@ -198,10 +191,8 @@ class Pool:
         self._stopped: list[Deferred[None]] = []
         self._drained: list[Deferred[None]] = []
         self._holdingSockets: set[int] = set()
-        #: Called with C{ready} (the pool first has all its workers
-        #: accepting), C{reloading}, C{reloaded}, C{stopping}, and
-        #: C{changed} after any change of a worker's state.
-        self.observers: list[Callable[[str], None]] = []
+        #: Called with each L{PoolEvent}.
+        self.observers: list[Callable[[PoolEvent], None]] = []
         self._announcedReady = False
         self._heartbeats = LoopingCall(self._checkHeartbeats)
         self._heartbeats.clock = clock
@@ -234,7 +225,7 @@ class Pool:
         """Workers booting or accepting that are not to be replaced."""
         return [w for w in self._busy() if self._records[w.number].doom is None]
 
-    def doomed(self, why: Doom | None = None) -> list[PoolWorker]:
+    def doomed(self, why: RestartCause | None = None) -> list[PoolWorker]:
         """
         Accepting workers whose replacement is wanted (for C{why}, or for
         any reason), oldest first.
@@ -259,10 +250,10 @@ class Pool:
             counts[WorkerState.STANDBY if standby else worker.state] += 1
         return ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) or "none"
 
-    def _count(self, cause: str) -> None:
+    def _count(self, cause: RestartCause) -> None:
         self.restarts[cause] = self.restarts.get(cause, 0) + 1
 
-    def _emit(self, event: str) -> None:
+    def _emit(self, event: PoolEvent) -> None:
         for observer in list(self.observers):
             observer(event)
 
@@ -311,7 +302,7 @@ class Pool:
             # Out of processes or file descriptors: a failure like a
             # boot failure, retried with the same backoff.
             self.lastFailure = f"cannot start a worker: {e}"
-            self._count("boot failure")
+            self._count(RestartCause.BOOT_FAILURE)
             self._failed(self.lastFailure)
             return False
         now = self.clock.seconds()
@@ -326,7 +317,7 @@ class Pool:
             standby=" as a standby" if standby else "",
             summary=self.summary(),
         )
-        self._emit("changed")
+        self._emit(PoolEvent.CHANGED)
         return True
 
     def _activate(self, worker: PoolWorker) -> None:
@@ -386,7 +377,7 @@ class Pool:
             worker.state = WorkerState.STANDBY
             if record.generation < self.generation:
                 # Booted from code that a reload has since replaced.
-                self.retireWorker(worker, "reload")
+                self.retireWorker(worker, RestartCause.RELOAD)
                 self._fill()
                 return
             record.lastSeen = self.clock.seconds()
@@ -396,7 +387,7 @@ class Pool:
                 summary=self.summary(),
             )
             self._fill()
-            self._emit("changed")
+            self._emit(PoolEvent.CHANGED)
             return
         self._nowAccepting(worker)
 
@@ -413,7 +404,7 @@ class Pool:
         for replaced in self.doomed()[:1]:
             doom = self._records[replaced.number].doom
             assert doom is not None
-            self.retireWorker(replaced, doom.value)
+            self.retireWorker(replaced, doom)
         self._trim()
         self._continueReload()
         # Retiring a replaced worker freed a place in the surplus: another
@@ -424,8 +415,8 @@ class Pool:
             and len(self.inState(WorkerState.ACCEPTING)) >= self.size
         ):
             self._announcedReady = True
-            self._emit("ready")
-        self._emit("changed")
+            self._emit(PoolEvent.READY)
+        self._emit(PoolEvent.CHANGED)
 
     def workerAlive(self, worker: PoolWorker) -> None:
         """
@@ -443,9 +434,9 @@ class Pool:
         The worker will soon have used its allowance: start its replacement
         now, if the surplus allows, so the pool never dips.
         """
-        self.replaceAhead(worker, Doom.ALLOWANCE)
+        self.replaceAhead(worker, RestartCause.ALLOWANCE)
 
-    def replaceAhead(self, worker: PoolWorker, why: Doom) -> bool:
+    def replaceAhead(self, worker: PoolWorker, why: RestartCause) -> bool:
         """
         Start a replacement for an accepting worker; the worker retires once
         the replacement is ready.
@@ -464,7 +455,7 @@ class Pool:
         self._fill()
         return True
 
-    def workerWantsReplacement(self, worker: PoolWorker, cause: str) -> None:
+    def workerWantsReplacement(self, worker: PoolWorker, cause: ReplaceCause) -> None:
         """
         The worker accepts no more (its allowance is used, or it was told
         to stop by a signal): it retires, and a replacement starts now
@@ -472,11 +463,12 @@ class Pool:
         """
         if worker.state is not WorkerState.ACCEPTING:
             return
-        self._count(cause)
-        self._retire(worker, cause)
+        restart = RestartCause.fromWorker(cause)
+        self._count(restart)
+        self._retire(worker, restart)
         self._fill()
 
-    def retireWorker(self, worker: PoolWorker, cause: str) -> None:
+    def retireWorker(self, worker: PoolWorker, cause: RestartCause) -> None:
         """
         Tell an accepting worker to retire: it was replaced, or the pool
         shrinks.
@@ -489,13 +481,13 @@ class Pool:
             worker.retire()
             self._retire(worker, cause)
 
-    def _retire(self, worker: PoolWorker, cause: str) -> None:
+    def _retire(self, worker: PoolWorker, cause: RestartCause) -> None:
         worker.state = WorkerState.RETIRING
         self._setTimer(worker, self.grace, self._graceOver)
         self.log.info(
             "{worker} is retiring ({cause}) ({summary})",
             worker=worker.describe(),
-            cause=cause,
+            cause=cause.value,
             summary=self.summary(),
         )
 
@@ -518,13 +510,13 @@ class Pool:
                 summary=self.summary(),
             )
         elif state is WorkerState.BOOTING:
-            self._count("boot failure")
+            self._count(RestartCause.BOOT_FAILURE)
             if not self.lastFailure.startswith(worker.describe()):
                 self.lastFailure = f"{worker.describe()} {how} before it was ready"
             self._abortReload()
             self._failed(f"boot failure: {self.lastFailure}")
         else:
-            self._count("crash")
+            self._count(RestartCause.CRASH)
             uptime = self.clock.seconds() - (record.readyAt or record.startedAt)
             self.log.error(
                 "{worker} {how} after {uptime:.1f}s of serving; replacing it",
@@ -537,7 +529,7 @@ class Pool:
         self._checkStopped()
         self._fill()
         self._continueReload()
-        self._emit("changed")
+        self._emit(PoolEvent.CHANGED)
 
     def _failed(self, reason: str) -> None:
         self.failures += 1
@@ -578,7 +570,7 @@ class Pool:
             if record.stuck or silent < self.heartbeatTimeout:
                 continue
             record.stuck = True
-            self._count("heartbeat timeout")
+            self._count(RestartCause.HEARTBEAT_TIMEOUT)
             self.log.error(
                 "{worker} is stuck: no heartbeat for {silent:.1f}s (timeout "
                 "{timeout:g}s); its stack follows, then SIGTERM, then SIGKILL "
@@ -619,7 +611,7 @@ class Pool:
             accepting = [w for w in self._serving() if w.state is WorkerState.ACCEPTING]
             if not accepting:
                 return
-            self.retireWorker(accepting[0], "scaling")
+            self.retireWorker(accepting[0], RestartCause.SCALING)
 
     def reload(self) -> None:
         """
@@ -631,14 +623,14 @@ class Pool:
             return
         self.generation += 1
         self.reloading = True
-        self._emit("reloading")
+        self._emit(PoolEvent.RELOADING)
         self.log.info(
             "reload: replacing {n} workers, {batch} at a time",
             n=len(self._busy()),
             batch=self.surplus,
         )
         for standby in self.inState(WorkerState.STANDBY):
-            self.retireWorker(standby, "reload")
+            self.retireWorker(standby, RestartCause.RELOAD)
         self._continueReload()
         self._fill()
 
@@ -651,16 +643,16 @@ class Pool:
             if w.state is WorkerState.ACCEPTING
             and self._records[w.number].generation < self.generation
         ]
-        inFlight = len(self.doomed(Doom.RELOAD))
+        inFlight = len(self.doomed(RestartCause.RELOAD))
         for worker in old[: max(0, self.surplus - inFlight)]:
-            self._records[worker.number].doom = Doom.RELOAD
+            self._records[worker.number].doom = RestartCause.RELOAD
         if not old and not inFlight:
             self.reloading = False
             self.log.info(
                 "reload finished: every worker is new ({summary})",
                 summary=self.summary(),
             )
-            self._emit("reloaded")
+            self._emit(PoolEvent.RELOADED)
             return
         self._fill()
 
@@ -668,14 +660,14 @@ class Pool:
         if not self.reloading:
             return
         self.reloading = False
-        for worker in self.doomed(Doom.RELOAD):
+        for worker in self.doomed(RestartCause.RELOAD):
             self._records[worker.number].doom = None
         self.log.error(
             "reload stopped: a new worker failed to boot; the old workers "
             "keep serving ({summary})",
             summary=self.summary(),
         )
-        self._emit("reloaded")
+        self._emit(PoolEvent.RELOADED)
 
     # Stopping.
 
@@ -688,7 +680,7 @@ class Pool:
         """
         self.running = False
         self.reloading = False
-        self._emit("stopping")
+        self._emit(PoolEvent.STOPPING)
         if self._heartbeats.running:
             self._heartbeats.stop()
         if self._retry is not None:
@@ -732,11 +724,8 @@ class Pool:
         return d
 
     def _checkDrained(self) -> None:
-        if self.running or self._holdingSockets:
-            return
-        waiting, self._drained = self._drained, []
-        for d in waiting:
-            d.callback(None)
+        if not self.running and not self._holdingSockets:
+            _fireAll(self._drained)
 
     def stopNow(self) -> None:
         """
@@ -748,8 +737,16 @@ class Pool:
             worker.kill()
 
     def _checkStopped(self) -> None:
-        if self.running or self.workers:
-            return
-        waiting, self._stopped = self._stopped, []
-        for d in waiting:
-            d.callback(None)
+        if not self.running and not self.workers:
+            _fireAll(self._stopped)
+
+
+def _fireAll(waiting: list[Deferred[None]]) -> None:
+    """
+    Fire and forget every Deferred in C{waiting}.  The list is emptied
+    first, so that a callback that waits anew is kept for next time.
+    """
+    fired = waiting[:]
+    del waiting[:]
+    for d in fired:
+        d.callback(None)

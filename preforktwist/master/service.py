@@ -335,12 +335,13 @@ class PreforkService(Service):
         if self._notifier is not None:
             self.pool.observers.append(self._notifier)
         self.pool.start()
-        self.scoreboard.start()
+        self.scoreboard.startService()
         if self._reaper is not None:
             self._reaper.startService()
-        self.limits.start()
+        if self.limits.active:
+            self.limits.startService()
         if self.autoscaler is not None:
-            self.autoscaler.start()
+            self.autoscaler.startService()
         if self._statusPort is not None:
             host = self._statusPort.getHost()
             self.log.info(
@@ -357,15 +358,16 @@ class PreforkService(Service):
             n=len(self.pool.workers),
             grace=self.grace,
         )
-        self.limits.stop()
+        if self.limits.running:
+            self.limits.stopService()
         if self._forkServer is not None:
             # It gives back its copies of the listening sockets; the pool
             # stops whatever it had still to make.
             for worker in self._forkServer.close():
                 worker.forkFailed("the server is stopping")
             self._forkServer = None
-        if self.autoscaler is not None:
-            self.autoscaler.stop()
+        if self.autoscaler is not None and self.autoscaler.running:
+            self.autoscaler.stopService()
         for listener in self.listeners:
             listener.refuseNew()
         d = self.pool.stop()
@@ -374,7 +376,8 @@ class PreforkService(Service):
         def stopped(_: None) -> Any:
             self.closeListeners()
             self._signals.remove(self)
-            self.scoreboard.stop()
+            if self.scoreboard.running:
+                self.scoreboard.stopService()
             if self._reaper is not None:
                 self._reaper.stopService()  # type: ignore[no-untyped-call]
             if self._notifier is not None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from twisted.logger import Logger
 
+from preforktwist.master.events import PoolEvent
 from preforktwist.master.pool import Pool
 
 log = Logger(namespace="preforktwist.notify")
@@ -57,23 +58,23 @@ class SystemdNotifier:
         state = "reloading, " if pool.reloading else ""
         return f"STATUS={state}{pool.summary()} (want {pool.size})"
 
-    def __call__(self, event: str) -> None:
+    def __call__(self, event: PoolEvent) -> None:
         """
-        Called by the pool with C{ready}, C{reloading}, C{reloaded},
-        C{stopping} or C{changed}.
+        Called by the pool with each of its events.
         """
         status = self.status()
-        if event == "ready":
-            self.send("READY=1", f"MAINPID={os.getpid()}", status)
-        elif event == "reloading":
-            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-            self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", status)
-        elif event == "reloaded":
-            self.send("READY=1", status)
-        elif event == "stopping":
-            self.send("STOPPING=1", "STATUS=stopping")
-        elif status != self._lastStatus:
-            self.send(status)
+        match event:
+            case PoolEvent.READY:
+                self.send("READY=1", f"MAINPID={os.getpid()}", status)
+            case PoolEvent.RELOADING:
+                usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", status)
+            case PoolEvent.RELOADED:
+                self.send("READY=1", status)
+            case PoolEvent.STOPPING:
+                self.send("STOPPING=1", "STATUS=stopping")
+            case PoolEvent.CHANGED if status != self._lastStatus:
+                self.send(status)
         self._lastStatus = status
 
     def close(self) -> None:

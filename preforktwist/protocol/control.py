@@ -10,6 +10,7 @@ the master is gone and the worker drains and exits.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from twisted.internet.protocol import connectionDone
@@ -78,6 +79,34 @@ class NearAllowance(amp.Command):
     """
 
 
+class ReplaceCause(str, enum.Enum):
+    """
+    Why a worker asks for its replacement.  The values are what travels
+    on the wire, and what the master counts and shows as restart causes.
+    """
+
+    #: It used its allowance (C{--max-connections-per-worker}).
+    ALLOWANCE = "allowance"
+    #: It received SIGTERM or SIGINT.
+    SIGNAL = "signal"
+
+
+class ReplaceCauseArgument(amp.Argument):
+    """
+    A L{ReplaceCause} on the wire, by its value: a cause the other side
+    does not know is an error at the channel, not a stray string later.
+    """
+
+    def __init__(self, optional: bool = False) -> None:
+        super().__init__(optional)  # type: ignore[no-untyped-call]
+
+    def fromString(self, inString: bytes) -> ReplaceCause:
+        return ReplaceCause(inString.decode("utf-8"))
+
+    def toString(self, inObject: ReplaceCause) -> bytes:
+        return inObject.value.encode("utf-8")
+
+
 class ReplaceMe(amp.Command):
     """
     The worker accepts no more, because it used its allowance (C{cause}
@@ -89,7 +118,7 @@ class ReplaceMe(amp.Command):
     arguments = [
         (b"accepted", amp.Integer()),
         (b"open", amp.Integer()),
-        (b"cause", amp.Unicode()),
+        (b"cause", ReplaceCauseArgument()),
     ]
 
 

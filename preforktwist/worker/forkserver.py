@@ -38,6 +38,7 @@ import socket
 import sys
 from typing import NoReturn
 
+from preforktwist.common.lifeline import dieWithParent, leaveTerminalGroup
 from preforktwist.common.titles import setTitle
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
@@ -210,20 +211,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     reactorModule, listenCount, descriptions = args[0], int(args[1]), args[2:]
     control = socket.socket(fileno=CONTROL_FD)
     control.setblocking(True)
-    masterPid = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != masterPid:
+    if not dieWithParent(os.getppid()):
         os._exit(1)
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    leaveTerminalGroup()
     _preimport(reactorModule)
     # Everything imported so far lives as long as every worker: keep the
     # collector away from it, so that a child's collections do not write

@@ -11,7 +11,6 @@ control channel, exit.
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
 import os
 import resource
@@ -30,6 +29,7 @@ from twisted.logger import (
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
+from preforktwist.common.lifeline import dieWithParent, leaveTerminalGroup
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
 from preforktwist.worker.serving import Worker
@@ -58,21 +58,6 @@ class _PipeObserver:
             stream.flush()
         except (OSError, ValueError):
             pass
-
-
-def _dieWithParent(masterPid: int) -> bool:
-    """
-    Ask Linux to send SIGTERM when the master dies, a backstop to the
-    control channel's EOF.
-
-    @return: whether the master is still our parent.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    return os.getppid() == masterPid
 
 
 #: File descriptors kept free beside the connections: the control channel,
@@ -138,12 +123,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
         EOF).  L{None} for a worker forked by the fork server, which must
         outlive the fork server if need be.
     """
-    try:
-        # Ctrl-C in a terminal signals the whole process group; the master
-        # decides how workers stop, so they live in a group of their own.
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    leaveTerminalGroup()
     _installReactor(config.reactor)
     from twisted.internet import reactor as installed
 
@@ -154,7 +134,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
         redirectStandardIO=True,
     )
     worker = Worker(config, reactor)
-    if parentPid is not None and not _dieWithParent(parentPid):
+    if parentPid is not None and not dieWithParent(parentPid):
         log.warn("the process that started this worker is gone")
         os._exit(1)
     # The master sends SIGUSR2 to a worker that stopped turning its reactor:

@@ -29,6 +29,7 @@ from preforktwist.protocol.control import (
     Counts,
     NearAllowance,
     Ready,
+    ReplaceCause,
     ReplaceMe,
     Retire,
     Stop,
@@ -249,7 +250,7 @@ class Worker:
             self._nearAllowanceSent = True
             self._call(NearAllowance)
 
-    def _replaceMe(self, cause: str) -> None:
+    def _replaceMe(self, cause: ReplaceCause) -> None:
         b = self.budget
         self._call(ReplaceMe, accepted=b.accepted, open=b.open, cause=cause)
 
@@ -260,7 +261,7 @@ class Worker:
             "served its allowance of {n} connections; asking for a replacement",
             n=self.budget.allowance,
         )
-        self._replaceMe("allowance")
+        self._replaceMe(ReplaceCause.ALLOWANCE)
         self.finish("allowance used", drain=False)
 
     def signalled(self, signum: int) -> None:
@@ -270,7 +271,7 @@ class Worker:
         """
         if self.finishing:
             return
-        self._replaceMe("signal")
+        self._replaceMe(ReplaceCause.SIGNAL)
         self.finish(f"received {signal.Signals(signum).name}", drain=False)
 
     def controlLost(self) -> None:

@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from preforktwist.common.logs import NamedLogger
 from preforktwist.master.listeners import Listener, listenQueue
+from preforktwist.master.periodic import PeriodicService
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.master.procfs import cpuSeconds
 
@@ -59,7 +59,12 @@ class Decision:
     reason: str
 
 
-class Autoscaler:
+class Autoscaler(PeriodicService):
+    """
+    Resizes the pool by the rules above, looking at a L{Sample} every
+    C{interval} seconds while it runs as a service.
+    """
+
     log = NamedLogger("preforktwist.autoscale.Autoscaler")
 
     def __init__(
@@ -75,12 +80,11 @@ class Autoscaler:
         cooldown: float = 5.0,
         idleCPU: float = 0.25,
     ) -> None:
+        super().__init__(interval, self.tick, clock)
         self.pool = pool
-        self.clock = clock
         self._sample = sample
         self.minimum = minimum
         self.maximum = maximum
-        self.interval = interval
         self.upAfter = upAfter
         self.downAfter = downAfter
         self.cooldown = cooldown
@@ -89,16 +93,12 @@ class Autoscaler:
         self._waitingSince: float | None = None
         self._slackSince: float | None = None
         self._lastChange = -cooldown
-        self._loop = LoopingCall(self.tick)
-        self._loop.clock = clock
 
-    def start(self) -> None:
+    def startService(self) -> None:
+        # No change within the cooldown of the start: the pool is still
+        # booting its first workers.
         self._lastChange = self.clock.seconds()
-        self._loop.start(self.interval, now=False)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
+        super().startService()
 
     def _slack(self, s: Sample) -> bool:
         if s.queued or s.cpu >= self.idleCPU:

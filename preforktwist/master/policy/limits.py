@@ -18,18 +18,22 @@ import random
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from preforktwist.common.logs import NamedLogger
-from preforktwist.master.pool import Doom, Pool, PoolWorker, WorkerState
+from preforktwist.master.events import RestartCause
+from preforktwist.master.periodic import PeriodicService
+from preforktwist.master.pool import Pool, PoolWorker, WorkerState
 from preforktwist.master.procfs import residentBytes
 
 MIB = 1024 * 1024
 
 
-class WorkerLimits:
+class WorkerLimits(PeriodicService):
     """
-    Checks every accepting worker against the memory and age limits.
+    Checks every accepting worker against the memory and age limits, every
+    C{interval} seconds while it runs as a service.  Without a limit
+    (L{active} false) there is nothing to check: the master does not start
+    it then.
     """
 
     log = NamedLogger("preforktwist.limits.WorkerLimits")
@@ -56,29 +60,19 @@ class WorkerLimits:
         @param minLifetime: seconds before which no worker is retired for
             memory or age.
         """
+        super().__init__(interval, self.check, clock)
         self.pool = pool
-        self.clock = clock
         self.maxMemory = maxMemory
         self.maxAge = maxAge
         self.ageJitter = ageJitter
         self.minLifetime = minLifetime
         self._rss = rss
         self._ageLimits: dict[int, float] = {}
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = clock
-        self.interval = interval
 
     @property
     def active(self) -> bool:
+        """Whether there is a limit to check."""
         return bool(self.maxMemory or self.maxAge)
-
-    def start(self) -> None:
-        if self.active:
-            self._loop.start(self.interval, now=False)
-
-    def stop(self) -> None:
-        if self._loop.running:
-            self._loop.stop()
 
     def ageLimit(self, worker: PoolWorker) -> float:
         if worker.number not in self._ageLimits:
@@ -98,7 +92,7 @@ class WorkerLimits:
             if self.maxMemory:
                 rss = self._rss(worker)
                 if rss is not None and rss > self.maxMemory:
-                    if self.pool.replaceAhead(worker, Doom.MEMORY):
+                    if self.pool.replaceAhead(worker, RestartCause.MEMORY):
                         self.log.info(
                             "{worker} uses {rss:.1f} MiB, over --max-worker-memory "
                             "{limit:.1f} MiB: it retires once its replacement accepts",
@@ -108,7 +102,7 @@ class WorkerLimits:
                         )
                     continue
             if self.maxAge and age > self.ageLimit(worker):
-                if self.pool.replaceAhead(worker, Doom.AGE):
+                if self.pool.replaceAhead(worker, RestartCause.AGE):
                     self.log.info(
                         "{worker} is {age:.0f}s old, over its age limit of "
                         "{limit:.0f}s: it retires once its replacement accepts",

@@ -24,6 +24,7 @@ from __future__ import annotations
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from preforktwist.master.events import PoolEvent
 from preforktwist.master.pool import Pool, WorkerState
 
 
@@ -39,10 +40,10 @@ class Readiness:
         self.stopping = False
         pool.observers.append(self._event)
 
-    def _event(self, event: str) -> None:
-        if event == "ready":
+    def _event(self, event: PoolEvent) -> None:
+        if event is PoolEvent.READY:
             self.everReady = True
-        elif event == "stopping":
+        elif event is PoolEvent.STOPPING:
             self.stopping = True
 
     def check(self) -> tuple[bool, str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from preforktwist.master.status.scoreboard import CAUSES, STATES, Scoreboard
+from preforktwist.master.events import RestartCause
+from preforktwist.master.status.scoreboard import STATES, Scoreboard
 
 
 class MetricsUnavailableError(Exception):
@@ -64,8 +65,8 @@ def _families(snapshot: dict[str, Any]) -> Iterator[Any]:
         "Workers replaced, by cause.",
         labels=["cause"],
     )
-    for cause in CAUSES:
-        restarts.add_metric([cause], snapshot["restarts"][cause])
+    for cause in RestartCause:
+        restarts.add_metric([cause.value], snapshot["restarts"][cause.value])
     yield restarts
     queue = GaugeMetricFamily(
         "preforktwist_listen_queue_depth",

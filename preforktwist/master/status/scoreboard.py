@@ -59,35 +59,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
+from preforktwist.master.events import RestartCause
 from preforktwist.master.listeners import Listener, listenQueue
+from preforktwist.master.periodic import PeriodicService
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.master.procfs import residentBytes
 
 SCHEMA = 1
 
-#: Every restart cause, so that each is reported, at 0 if it never happened.
-CAUSES = (
-    "allowance",
-    "memory",
-    "age",
-    "crash",
-    "boot_failure",
-    "heartbeat_timeout",
-    "reload",
-    "scaling",
-    "signal",
-)
-
 #: Per-worker states shown, in order.
 STATES = ("booting", "standby", "accepting", "paused", "retiring", "stopping")
 
 
-class Scoreboard:
+class Scoreboard(PeriodicService):
     """
     Builds snapshots of the pool, and keeps a minute of history for the
-    connection rate.
+    connection rate: while it runs as a service, it samples the served
+    count once a second.
     """
 
     WINDOW = 60.0
@@ -95,23 +84,17 @@ class Scoreboard:
     def __init__(
         self, pool: Pool, listeners: Sequence[Listener], clock: IReactorTime
     ) -> None:
+        super().__init__(1.0, self._sample, clock)
         self.pool = pool
         self.listeners = listeners
-        self.clock = clock
         self.startedAt = clock.seconds()
         #: Set by the service when the pool adapts its size.
         self.autoscaler: Any = None
         self._history: deque[tuple[float, int]] = deque()
-        self._sampler = LoopingCall(self._sample)
-        self._sampler.clock = clock
 
-    def start(self) -> None:
+    def startService(self) -> None:
         self.startedAt = self.clock.seconds()
-        self._sampler.start(1.0)
-
-    def stop(self) -> None:
-        if self._sampler.running:
-            self._sampler.stop()
+        super().startService()
 
     def _served(self) -> int:
         return self.pool.exitedServed + sum(
@@ -183,9 +166,8 @@ class Scoreboard:
                     "backlog": listener.spec.backlog,
                 }
             )
-        restarts = {cause: 0 for cause in CAUSES}
-        for cause, n in pool.restarts.items():
-            restarts[cause.replace(" ", "_")] = n
+        # Every cause, at 0 if it never happened.
+        restarts = {cause.value: pool.restarts.get(cause, 0) for cause in RestartCause}
         live = pool.workers.values()
         return {
             "schema": SCHEMA,

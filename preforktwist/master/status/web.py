@@ -36,26 +36,26 @@ class _Page(Resource):
         return self.html
 
 
-class _JSON(Resource):
+class _FromScoreboard(Resource):
+    """
+    A leaf that renders a fresh snapshot of the scoreboard.
+    """
+
     isLeaf = True
 
     def __init__(self, scoreboard: Scoreboard) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.scoreboard = scoreboard
 
+
+class _JSON(_FromScoreboard):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(self.scoreboard.snapshot(), indent=1).encode()
 
 
-class _Metrics(Resource):
-    isLeaf = True
-
-    def __init__(self, scoreboard: Scoreboard) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.scoreboard = scoreboard
-
+class _Metrics(_FromScoreboard):
     def render_GET(self, request: Request) -> bytes:
         try:
             body, contentType = exposition(self.scoreboard)
