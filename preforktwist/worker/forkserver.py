@@ -40,7 +40,7 @@ import socket
 import sys
 from typing import NoReturn
 
-from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.basic import LineReceiver
 
 from preforktwist.common.titles import setTitle
 from preforktwist.protocol import forking
@@ -69,7 +69,7 @@ def _preimport(reactorModule: str) -> None:
     assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"
 
 
-class _Commands(LineOnlyReceiver):
+class _Commands(LineReceiver):
     """
     The master's commands, framed into lines.  Only the parsing of a
     Twisted protocol is used: the template has no reactor and no transport,
