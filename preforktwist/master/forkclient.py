@@ -1,25 +1,30 @@
 """
-The master's side of the fork server (L{preforktwist.worker.forkserver}): start
-it, ask it for workers, and hear from it how they ended.
+The master's side of one fork server (L{preforktwist.worker.forkserver}):
+start the process, ask it for workers, and hear from it how they ended.
+When to start one, and what to do without one, is
+L{preforktwist.master.starters}' business.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IFileDescriptorReceiver
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import ProcessProtocol, connectionDone
 from twisted.internet.task import LoopingCall
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.streams import adoptStream
+from preforktwist.master.handle import spawnWithChannel
 from preforktwist.master.procfs import isRunning
+from preforktwist.protocol import forking
 from preforktwist.protocol.config import WorkerConfig
 
 if TYPE_CHECKING:
@@ -39,30 +44,34 @@ def endOf(status: int) -> Failure:
 
 
 @implementer(IFileDescriptorReceiver)
-class _Channel(Protocol):
+class _Channel(LineOnlyReceiver):
     """
     The master's end of the fork server's control socket: commands out,
-    C{forked PID} (with three descriptors) and C{exited PID STATUS} in.
+    reports in (L{preforktwist.protocol.forking}), with the descriptors that
+    come with each L{forking.Forked}.
     """
 
-    def __init__(self, server: ForkServer) -> None:
+    delimiter = forking.DELIMITER
+    MAX_LENGTH = forking.MAX_LENGTH
+
+    def __init__(self, server: ForkServerProcess) -> None:
         self.server = server
         self._fds: list[int] = []
-        self._buffer = b""
+
+    def send(self, command: forking.Command) -> None:
+        self.sendLine(forking.encode(command))  # type: ignore[no-untyped-call]
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         self._fds.append(descriptor)
 
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            words = line.decode().split()
-            if words[:1] == ["forked"] and len(self._fds) >= 3:
-                fds, self._fds = self._fds[:3], self._fds[3:]
-                self.server.forked(int(words[1]), fds)
-            elif words[:1] == ["exited"]:
-                self.server.exited(int(words[1]), int(words[2]))
+    def lineReceived(self, line: bytes) -> None:
+        report = forking.decodeReport(line)
+        if isinstance(report, forking.Forked) and len(self._fds) >= forking.FORKED_FDS:
+            fds = self._fds[: forking.FORKED_FDS]
+            self._fds = self._fds[forking.FORKED_FDS :]
+            self.server.forked(report.pid, fds)
+        elif isinstance(report, forking.Exited):
+            self.server.exited(report.pid, report.status)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         for fd in self._fds:
@@ -71,9 +80,10 @@ class _Channel(Protocol):
         self.server.channelLost()
 
 
-class ForkServer(ProcessProtocol):
+class ForkServerProcess(ProcessProtocol):
     """
-    One fork server process, from its start to the exit of its last child.
+    One fork server process as the master sees it, from its start to the
+    exit of its last child.
 
     @ivar alive: it can take fork requests.
     """
@@ -99,8 +109,6 @@ class ForkServer(ProcessProtocol):
         @param descriptions: the listeners, shown in the fork server's
             process title.
         """
-        from preforktwist.master.handle import spawnWithChannel
-
         module = [
             "preforktwist.worker.forkserver",
             reactorModule,
@@ -108,12 +116,8 @@ class ForkServer(ProcessProtocol):
             *descriptions,
         ]
         fd = spawnWithChannel(self.reactor, self, module, listenFDs)
-        os.set_blocking(fd, False)
         channel = self._channel = _Channel(self)
-        self.reactor.adoptStreamConnection(
-            fd, socket.AF_UNIX, Factory.forProtocol(lambda: channel)
-        )
-        os.close(fd)
+        adoptStream(self.reactor, fd, channel)
         self.alive = True
 
     def connectionMade(self) -> None:
@@ -128,21 +132,29 @@ class ForkServer(ProcessProtocol):
 
     def fork(self, worker: WorkerProcess, config: WorkerConfig) -> None:
         """
-        Ask for a worker; L{WorkerProcess.attachForked} is called when it is
-        born.
+        Ask for a worker; it is connected (L{forked}) when it is born.
         """
         assert self._channel is not None and self._channel.transport is not None
         self._waiting.append(worker)
-        self._channel.transport.write(b"fork " + config.toJSON().encode() + b"\n")
+        self._channel.send(forking.Fork(config))
 
     def forked(self, pid: int, fds: list[int]) -> None:
+        """
+        A worker was born: its control channel, stdout and stderr came as
+        descriptors rather than as a child process of ours.
+        """
         if not self._waiting:
             for fd in fds:
                 os.close(fd)
             return
         worker = self._waiting.popleft()
         self._children[pid] = worker
-        worker.attachForked(pid, *fds)
+        controlFD, outFD, errFD = fds
+        worker.pid = pid
+        worker.log.info("forked {worker}", worker=worker.describe())
+        worker.adoptControl(controlFD)
+        worker.adoptOutput(1, outFD)
+        worker.adoptOutput(2, errFD)
 
     def exited(self, pid: int, status: int) -> None:
         worker = self._children.pop(pid, None)
@@ -160,7 +172,7 @@ class ForkServer(ProcessProtocol):
         self.alive = False
         channel = self._channel
         if channel is not None and channel.transport is not None:
-            channel.transport.write(b"close\n")
+            channel.send(forking.Close())
         waiting = list(self._waiting)
         self._waiting.clear()
         return waiting

@@ -12,12 +12,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.protocols import amp
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.streams import adoptStream
 from preforktwist.master.pool import WorkerState
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import (
@@ -158,16 +160,38 @@ class _Output(Protocol):
         self.worker = worker
         self.childFD = childFD
 
-    @classmethod
-    def forWorker(cls, worker: WorkerProcess, childFD: int) -> Factory:
-        output = cls(worker, childFD)
-        return Factory.forProtocol(lambda: output)
-
     def dataReceived(self, data: bytes) -> None:
         self.worker.childDataReceived(self.childFD, data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.worker.childConnectionLost(self.childFD)
+
+
+class _LogLines(LineReceiver):
+    """
+    One of a worker's output streams, cut into lines for the log.  Only the
+    framing of a protocol is used: the bytes come in through
+    L{WorkerProcess.childDataReceived}, whether from a pipe or a socket.
+    """
+
+    delimiter = b"\n"
+    # A line is relayed whole, however long, as the worker wrote it.
+    MAX_LENGTH = sys.maxsize
+
+    def __init__(self, worker: WorkerProcess, childFD: int) -> None:
+        self.worker = worker
+        self.childFD = childFD
+
+    def lineReceived(self, line: bytes) -> None:
+        self.worker.relay(self.childFD, line)
+
+    def flush(self) -> None:
+        """
+        The stream ended: a last line without its newline is still a line.
+        """
+        rest = self.clearLineBuffer()  # type: ignore[no-untyped-call]
+        if rest:
+            self.worker.relay(self.childFD, rest)
 
 
 class WorkerProcess(ProcessProtocol):
@@ -191,7 +215,7 @@ class WorkerProcess(ProcessProtocol):
         self.control: _MasterControl | None = None
         self.config: WorkerConfig | None = None
         self.exited = False
-        self._partial: dict[int, bytes] = {1: b"", 2: b""}
+        self._lines: dict[int, _LogLines] = {}
         self._controlLostTimer: Any = None
         self._exitReason: Failure | None = None
         self._controlLostWhy = ""
@@ -200,41 +224,24 @@ class WorkerProcess(ProcessProtocol):
     def describe(self) -> str:
         return f"worker {self.number} (pid {self.pid})"
 
-    def spawn(self, config: WorkerConfig, listenFDs: list[int]) -> None:
-        """
-        Start the worker process: a fresh interpreter, never a fork of the
-        master, with the control channel on fd 3 and the listening sockets
-        from fd 4 on.
-        """
-        self.config = config
-        fd = spawnWithChannel(
-            self.reactor, self, ["preforktwist.worker.main", config.toJSON()], listenFDs
-        )
-        self._adoptControl(fd)
+    # How the process came to be is its starter's business
+    # (L{preforktwist.master.starters}); a spawned worker is connected as
+    # Twisted's child, a forked one by these.
 
-    def _adoptControl(self, fd: int) -> None:
-        os.set_blocking(fd, False)
+    def adoptControl(self, fd: int) -> None:
+        """
+        Connect the worker's control channel, the master's end of which is
+        the raw descriptor C{fd} (taken over).
+        """
         control = self.control = _MasterControl(self)
-        self.reactor.adoptStreamConnection(
-            fd, socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
-        os.close(fd)
+        adoptStream(self.reactor, fd, control)
 
-    def attachForked(self, pid: int, controlFD: int, outFD: int, errFD: int) -> None:
+    def adoptOutput(self, childFD: int, fd: int) -> None:
         """
-        The fork server made this worker: connect its control channel and
-        its output, which come as descriptors rather than as a child process
-        of ours.
+        Relay the worker's stdout (C{childFD} 1) or stderr (2), a socket
+        C{fd} (taken over) rather than a pipe of ours.
         """
-        self.pid = pid
-        self.log.info("forked {worker}", worker=self.describe())
-        self._adoptControl(controlFD)
-        for childFD, fd in ((1, outFD), (2, errFD)):
-            os.set_blocking(fd, False)
-            self.reactor.adoptStreamConnection(
-                fd, socket.AF_UNIX, _Output.forWorker(self, childFD)
-            )
-            os.close(fd)
+        adoptStream(self.reactor, fd, _Output(self, childFD))
 
     def forkFailed(self, why: str) -> None:
         """
@@ -252,12 +259,12 @@ class WorkerProcess(ProcessProtocol):
     # Logs: each line the worker writes, tagged with its number and pid.
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        buffered = self._partial.get(childFD, b"") + data
-        *lines, self._partial[childFD] = buffered.split(b"\n")
-        for line in lines:
-            self._relay(childFD, line)
+        lines = self._lines.get(childFD)
+        if lines is None:
+            lines = self._lines[childFD] = _LogLines(self, childFD)
+        lines.dataReceived(data)  # type: ignore[no-untyped-call]
 
-    def _relay(self, childFD: int, line: bytes) -> None:
+    def relay(self, childFD: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
         system = f"worker {self.number} pid {self.pid}"
         if childFD == 2:
@@ -266,9 +273,9 @@ class WorkerProcess(ProcessProtocol):
             self.log.info("{line}", line=text, log_system=system)
 
     def childConnectionLost(self, childFD: int) -> None:
-        rest = self._partial.pop(childFD, b"")
-        if rest:
-            self._relay(childFD, rest)
+        lines = self._lines.get(childFD)
+        if lines is not None:
+            lines.flush()
 
     # Counters and control.
 
@@ -315,18 +322,18 @@ class WorkerProcess(ProcessProtocol):
         self._signal(signal.SIGUSR2)
 
     def _signal(self, name: str | int) -> None:
-        if self.exited:
+        """
+        Signal the worker by its pid, whichever process is its parent (a
+        forked worker is the fork server's child, not ours).  Until
+        L{processExited}, the pid is still the worker's: Twisted reaps its
+        children and reports their exit in the same call.
+        """
+        if self.exited or self.pid is None:
             return
+        signum = name if isinstance(name, int) else getattr(signal, "SIG" + name)
         try:
-            if self.transport is not None:
-                self.transport.signalProcess(name)
-            elif self.pid is not None:
-                # A forked worker is the fork server's child, not ours.
-                signum = (
-                    name if isinstance(name, int) else getattr(signal, "SIG" + name)
-                )
-                os.kill(self.pid, signum)
-        except (ProcessExitedAlready, OSError):
+            os.kill(self.pid, signum)
+        except OSError:
             pass
 
     def controlLost(self, reason: Failure = connectionDone) -> None:

@@ -19,7 +19,6 @@ from twisted.python.failure import Failure
 from preforktwist.common.endpoints import ListenError, endpointError, parseListen
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.titles import setTitle
-from preforktwist.master.forkclient import ForkServer
 from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.listeners import Listener
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
@@ -27,6 +26,11 @@ from preforktwist.master.policy.limits import WorkerLimits
 from preforktwist.master.pool import Pool
 from preforktwist.master.reaper import OrphanReaper, runningAsInit
 from preforktwist.master.signals import signalsFor
+from preforktwist.master.starters import (
+    ForkServerStarter,
+    FreshInterpreterStarter,
+    IWorkerStarter,
+)
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdNotifier
 from preforktwist.protocol.config import DEFAULT_PROTOCOL, WorkerConfig
@@ -245,10 +249,12 @@ class PreforkService(Service):
         self.status = status
         self._statusPort: Any = None
         self._signals = signalsFor(reactor)
-        self.useForkServer = forkServer
         self.acceptBatch = acceptBatch
-        self._forkServer: ForkServer | None = None
-        self._forkServerStarted = 0.0
+        self.starter: IWorkerStarter = (
+            ForkServerStarter(reactor, self._listenFDs, descriptions=self.descriptions)
+            if forkServer
+            else FreshInterpreterStarter(reactor, self._listenFDs)
+        )
         self._notifier: SystemdNotifier | None = None
         #: Only as PID 1 (in a container): orphans are ours to reap.
         self._reaper = OrphanReaper() if runningAsInit() else None
@@ -330,7 +336,7 @@ class PreforkService(Service):
             f"({self.pool.size} workers)"
         )
         self._signals.add(self)
-        self._startForkServer()
+        self.starter.start()
         self._notifier = SystemdNotifier.fromEnvironment(self.pool)
         if self._notifier is not None:
             self.pool.observers.append(self._notifier)
@@ -360,12 +366,7 @@ class PreforkService(Service):
         )
         if self.limits.running:
             self.limits.stopService()
-        if self._forkServer is not None:
-            # It gives back its copies of the listening sockets; the pool
-            # stops whatever it had still to make.
-            for worker in self._forkServer.close():
-                worker.forkFailed("the server is stopping")
-            self._forkServer = None
+        self.starter.stop()
         if self.autoscaler is not None and self.autoscaler.running:
             self.autoscaler.stopService()
         for listener in self.listeners:
@@ -424,12 +425,7 @@ class PreforkService(Service):
             countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
-        forkServer = self._liveForkServer()
-        if forkServer is not None:
-            worker.config = config
-            forkServer.fork(worker, config)
-        else:
-            worker.spawn(config, [listener.fileno for listener in self.listeners])
+        self.starter.startWorker(worker, config)
         if config.allowance:
             self.log.info(
                 "{worker} may accept {allowance} connections",
@@ -438,73 +434,8 @@ class PreforkService(Service):
             )
         return worker
 
-    # The fork server.
-
-    def _startForkServer(self) -> None:
-        """
-        Start a fork server for the workers to come, and close the one
-        before (it exits once the workers it made have).
-        """
-        waiting: list[WorkerProcess] = []
-        if self._forkServer is not None:
-            waiting = self._forkServer.close()
-            self._forkServer = None
-        if not self.useForkServer:
-            self._startElsewhere(waiting)
-            return
-        server = ForkServer(self.reactor)
-        try:
-            server.start(
-                type(self.reactor).__module__,
-                [listener.fileno for listener in self.listeners],
-                self.descriptions,
-            )
-        except Exception as e:
-            self.log.warn(
-                "cannot start the fork server ({e}); starting each worker "
-                "as a fresh interpreter",
-                e=e,
-            )
-            self._startElsewhere(waiting)
-            return
-        self._forkServer = server
-        self._startElsewhere(waiting)
-        self._forkServerStarted = self.reactor.seconds()
-        self.log.info("started the fork server (pid {pid})", pid=server.pid)
-
-    def _startElsewhere(self, workers: list[WorkerProcess]) -> None:
-        """
-        Workers asked of a fork server that was closed before it forked
-        them: ask the new one, or start them as fresh interpreters.
-        """
-        for worker in workers:
-            assert worker.config is not None
-            server = self._forkServer
-            if server is not None and server.alive:
-                server.fork(worker, worker.config)
-            else:
-                fds = [listener.fileno for listener in self.listeners]
-                worker.spawn(worker.config, fds)
-
-    def _liveForkServer(self) -> ForkServer | None:
-        """
-        The fork server to ask for a worker.  One that died is started again,
-        at most every ten seconds; meanwhile workers are started as fresh
-        interpreters.
-        """
-        server = self._forkServer
-        if server is not None and server.alive:
-            return server
-        if (
-            self.useForkServer
-            and self.pool.running
-            and self.reactor.seconds() - self._forkServerStarted > 10
-        ):
-            self.log.warn("the fork server is gone; starting another")
-            self._startForkServer()
-            server = self._forkServer
-            return server if server is not None and server.alive else None
-        return None
+    def _listenFDs(self) -> list[int]:
+        return [listener.fileno for listener in self.listeners]
 
     def _allowance(self) -> int:
         if not self.maxConnectionsPerWorker:
@@ -528,8 +459,7 @@ class PreforkService(Service):
     # What signals do (see L{preforktwist.master.signals}).
 
     def reload(self) -> None:
-        # A new fork server imports the code on disk anew.
-        self._startForkServer()
+        self.starter.renew()
         self.pool.reload()
 
     def grow(self) -> None:

@@ -1,11 +1,14 @@
 """
-The control channel between the master and each worker: the one place
-where their contract is written down.
+The control channel between the master and each worker: the first of the
+two wire formats of their contract, each written down in one place.
 
 It is AMP over a socketpair whose worker end is the worker's fd 3.  AMP
 gives typed, acknowledged commands in both directions and nothing is
 pickled.  The channel is also the worker's lifeline: when it reaches EOF,
 the master is gone and the worker drains and exits.
+
+The second wire format is the fork server's line protocol (on the fork
+server's own fd 3, not a worker's), in L{preforktwist.protocol.forking}.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ The template is spawned by the master with the listening sockets from fd 4
 on and a control socket on fd 3.  It runs no reactor, creates no thread and
 imports none of the user's code: anything of that kind would be shared, or
 half-shared, by every child after C{fork()} (an epoll instance, a lock held
-by a thread that does not exist in the child).  Its loop reads one command
-a line from the master:
+by a thread that does not exist in the child).  Its blocking loop reads the
+master's commands, one a line (the messages are declared in
+L{preforktwist.protocol.forking}):
 
     fork CONFIG-JSON
 
@@ -22,9 +23,10 @@ for its stdout and stderr, the listening sockets where they were, and runs
 L{preforktwist.worker.main.run}; it never returns into this loop.  The template
 answers with C{forked PID}, passing the master's ends of those three
 sockets along (C{SCM_RIGHTS}).  When a child exits, the template reaps it
-and tells the master C{exited PID STATUS}.  On EOF from the master, or
-C{SIGTERM}, it closes its copies of the listening sockets and exits once
-its children have (they get the same EOF from their own control channels).
+and tells the master C{exited PID STATUS}.  On C{close} or EOF from the
+master, or C{SIGTERM}, it closes its copies of the listening sockets and
+exits once its children have (they get the same EOF from their own control
+channels).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ import socket
 import sys
 from typing import NoReturn
 
+from twisted.protocols.basic import LineReceiver
+
 from preforktwist.common.lifeline import dieWithParent, leaveTerminalGroup
 from preforktwist.common.titles import setTitle
+from preforktwist.protocol import forking
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
 from preforktwist.worker import main as workermain
@@ -65,13 +70,42 @@ def _preimport(reactorModule: str) -> None:
     assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"
 
 
-class ForkServer:
+class _Commands(LineReceiver):
+    """
+    The master's commands, framed into lines.  Only the parsing of a
+    Twisted protocol is used: the template has no reactor and no transport,
+    its own loop feeds the bytes in.
+    """
+
+    delimiter = forking.DELIMITER
+    MAX_LENGTH = forking.MAX_LENGTH
+
+    def __init__(self, template: ForkTemplate) -> None:
+        self.template = template
+
+    def lineReceived(self, line: bytes) -> None:
+        command = forking.decodeCommand(line)
+        if isinstance(command, forking.Fork):
+            self.template.fork(command.config)
+        elif isinstance(command, forking.Close):
+            self.template.close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        raise ValueError(f"a command longer than {self.MAX_LENGTH} bytes")
+
+
+class ForkTemplate:
+    """
+    The template process's loop: fork a worker per C{fork} command, report
+    each birth and each exit, leave once closed and childless.
+    """
+
     def __init__(self, control: socket.socket, listenCount: int) -> None:
         self.control = control
         self.listenFDs = [FIRST_LISTEN_FD + i for i in range(listenCount)]
         self.children: set[int] = set()
         self.closing = False
-        self._buffer = b""
+        self._commands = _Commands(self)
         self._wakeRead, self._wakeWrite = os.pipe()
         os.set_blocking(self._wakeRead, False)
         os.set_blocking(self._wakeWrite, False)
@@ -79,7 +113,7 @@ class ForkServer:
     def serve(self) -> NoReturn:
         signal.set_wakeup_fd(self._wakeWrite)
         signal.signal(signal.SIGCHLD, lambda s, f: None)
-        signal.signal(signal.SIGTERM, lambda s, f: self._close())
+        signal.signal(signal.SIGTERM, lambda s, f: self.close())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while not (self.closing and not self.children):
             control = self.control.fileno()
@@ -94,7 +128,7 @@ class ForkServer:
                 self._readCommands()
         os._exit(0)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         """
         No more forks: give back the listening sockets, and leave once the
         children are gone.
@@ -116,22 +150,16 @@ class ForkServer:
         except OSError:
             data = b""
         if not data:
-            self._close()
+            self.close()
             return
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            verb, _, argument = line.partition(b" ")
-            if verb == b"fork":
-                self._fork(WorkerConfig.fromJSON(argument.decode()))
-            elif verb == b"close":
-                self._close()
+        self._commands.dataReceived(data)  # type: ignore[no-untyped-call]
 
-    def _send(self, line: str, fds: list[int] | None = None) -> None:
+    def _send(self, report: forking.Report, fds: list[int] | None = None) -> None:
+        line = forking.encode(report) + forking.DELIMITER
         try:
-            socket.send_fds(self.control, [line.encode() + b"\n"], fds or [])
+            socket.send_fds(self.control, [line], fds or [])
         except OSError:
-            self._close()
+            self.close()
 
     def _reap(self) -> None:
         while self.children:
@@ -143,9 +171,9 @@ class ForkServer:
             if pid == 0:
                 return
             self.children.discard(pid)
-            self._send(f"exited {pid} {status}")
+            self._send(forking.Exited(pid, status))
 
-    def _fork(self, config: WorkerConfig) -> None:
+    def fork(self, config: WorkerConfig) -> None:
         pairs = [socket.socketpair() for _ in range(3)]
         sys.stdout.flush()
         sys.stderr.flush()
@@ -154,7 +182,7 @@ class ForkServer:
             self._becomeWorker(config, pairs)
         masterEnds = [ours.fileno() for ours, _ in pairs]
         self.children.add(pid)
-        self._send(f"forked {pid}", masterEnds)
+        self._send(forking.Forked(pid), masterEnds)
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
@@ -222,7 +250,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     gc.freeze()
     setTitle(" ".join(["preforktwist fork server", *descriptions]))
     print(json.dumps({"ready": os.getpid()}), flush=True)
-    ForkServer(control, listenCount).serve()
+    ForkTemplate(control, listenCount).serve()
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.streams import adoptStream
 from preforktwist.common.titles import setTitle, workerTitle
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import (
@@ -127,11 +127,7 @@ class Worker:
         that fails on the way is a boot failure, reported to the master.
         """
         control = self.control = _WorkerControl(self)
-        os.set_blocking(controlFD, False)
-        self.reactor.adoptStreamConnection(
-            controlFD, socket.AF_UNIX, Factory.forProtocol(lambda: control)
-        )
-        os.close(controlFD)
+        adoptStream(self.reactor, controlFD, control)
         # Heartbeats start now: a worker-init that hangs is the boot
         # timeout's business, a reactor that stops turning is the
         # heartbeat's.
