@@ -230,10 +230,10 @@ def test_replacement_ahead_of_time() -> None:
 
 def test_surplus_bounds_early_replacements() -> None:
     """
-    Every worker near its allowance at once: only `surplus` replacements
+    Every worker near its allowance at once: only `reloadBatch` replacements
     start ahead of time.
     """
-    h = Harness(3, surplus=1)
+    h = Harness(3, reloadBatch=1)
     h.pool.start()
     h.readyAll()
     for worker in list(h.spawned):

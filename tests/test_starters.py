@@ -30,6 +30,7 @@ from preforktwist.master.starters import (
 from preforktwist.protocol import forking
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
+from preforktwist.settings import Settings, workerConfig
 from preforktwist.tap import Options, makeService
 from preforktwist.worker.forkserver import _Commands
 
@@ -170,8 +171,16 @@ def fakeServers() -> Iterator[list[FakeForkServer]]:
 
 
 def config(number: int) -> WorkerConfig:
-    return WorkerConfig(
-        number=number, masterPid=os.getpid(), protocol=None, factory=None
+    return workerConfig(
+        Settings(listen=(LISTEN,), workers=1),
+        number=number,
+        masterPid=os.getpid(),
+        families=[socket.AF_INET],
+        tls=[False],
+        allowance=0,
+        standby=False,
+        reactor="twisted.internet.epollreactor",
+        countsInterval=1.0,
     )
 
 

@@ -132,7 +132,7 @@ class Pool:
         backoff: float = 0.5,
         maxBackoff: float = 30.0,
         minUptime: float = 1.0,
-        surplus: int = 1,
+        reloadBatch: int = 1,
         standby: int = 0,
         heartbeatTimeout: float = 0.0,
         stuckKillDelay: float = 2.0,
@@ -148,8 +148,9 @@ class Pool:
             with each consecutive failure, up to C{maxBackoff}.
         @param minUptime: a worker that dies sooner than this after becoming
             ready counts as a failure for the backoff.
-        @param surplus: workers that may boot or accept beyond C{size}, to
-            replace others ahead of time and during reloads.
+        @param reloadBatch: workers that may boot or accept beyond C{size}
+            (the surplus), to replace others ahead of time and during
+            reloads (C{--reload-batch}).
         @param standby: workers kept booted but not accepting, so that a
             replacement starts accepting at once instead of after a boot.
         @param heartbeatTimeout: seconds without news from a worker before
@@ -167,7 +168,7 @@ class Pool:
         self.backoff = backoff
         self.maxBackoff = maxBackoff
         self.minUptime = minUptime
-        self.surplus = surplus
+        self.surplus = reloadBatch
         self.standby = standby
         self.heartbeatTimeout = heartbeatTimeout
         self.stuckKillDelay = stuckKillDelay

@@ -33,17 +33,8 @@ from preforktwist.master.starters import (
 )
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdNotifier
-from preforktwist.protocol.config import DEFAULT_PROTOCOL, WorkerConfig
-
-
-def defaultWorkerCount() -> int:
-    """
-    One worker per CPU this process may run on.
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+from preforktwist.protocol.config import DEFAULT_PROTOCOL
+from preforktwist.settings import Settings, workerConfig
 
 
 class PreforkService(Service):
@@ -68,191 +59,78 @@ class PreforkService(Service):
 
     def __init__(
         self,
-        listen: str | Sequence[str] = "tcp:8080",
-        protocol: str | None = None,
-        factory: str | None = None,
-        workers: int | None = None,
-        maxConnectionsPerWorker: int = 0,
-        grace: float = 30.0,
-        backlog: int | None = None,
-        bootTimeout: float = 30.0,
-        maxConnectionsJitter: int = 0,
-        replaceAt: float = 0.9,
-        maxConcurrent: int = 1000,
-        heartbeatTimeout: float = 30.0,
-        workerInit: str | None = None,
-        reloadBatch: int = 1,
-        forkServer: bool = True,
-        acceptBatch: int = 0,
-        standby: int | None = None,
-        status: str | None = None,
-        proxyProtocol: bool = False,
-        minWorkers: int | None = None,
-        maxWorkers: int | None = None,
-        maxWorkerMemory: int = 0,
-        maxWorkerAge: float = 0.0,
-        maxWorkerAgeJitter: float | None = None,
-        minWorkerLifetime: float = 30.0,
-        scaleUpAfter: float = 2.0,
-        scaleDownAfter: float = 10.0,
-        scaleCooldown: float = 5.0,
+        listen: str | Sequence[str] | None = None,
+        *,
+        settings: Settings | None = None,
         reactor: Any = None,
+        **keywords: Any,
     ) -> None:
         """
-        @param listen: server endpoint descriptions (C{tcp:}, C{tcp6:},
-            C{unix:}); every worker serves all of them.
-        @param protocol: dotted name of a C{Protocol} subclass.
-        @param factory: dotted name of a protocol factory, or of a callable
-            returning one.  With neither, the echo example is served.
-        @param workers: workers to keep; default one per CPU.
-        @param maxConnectionsPerWorker: a worker accepts exactly this many
-            connections and is then replaced; 0 for never.
-        @param grace: seconds a retiring or stopping worker may take to
-            finish its open connections before it is killed.
-        @param backlog: the listen backlog, overriding the endpoints'.
-        @param bootTimeout: seconds a worker may take to become ready.
-        @param maxConnectionsJitter: each worker's allowance is
-            C{maxConnectionsPerWorker + randint(0, maxConnectionsJitter)},
-            so that workers do not all retire together.
-        @param replaceAt: the share of its allowance after which a worker
-            asks for its replacement ahead of time; 1 for only when used up.
-        @param maxConcurrent: connections one worker holds open at once
-            before it leaves new ones queued for its siblings; 0 for no cap.
-        @param heartbeatTimeout: seconds a worker's reactor may go without
-            proving that it turns before the worker is killed and replaced;
-            0 disables the check.
-        @param workerInit: dotted name of a callable run in each worker
-            before it accepts; it may return a L{Deferred}.  If it fails,
-            that worker is a boot failure.
-        @param reloadBatch: workers replaced at a time by a rolling reload,
-            and replacements started ahead of time at once: the most workers
-            beyond C{workers} that may run.
-        @param forkServer: start workers by forking a template process that
-            has already imported Twisted (about a millisecond each), rather
-            than as fresh interpreters (about 0.3 s of CPU each).
-        @param acceptBatch: the most connections a worker accepts per
-            wake-up; 0 for Twisted's adaptive batch (up to 100 and more).
-        @param standby: workers kept booted, sockets adopted, but accepting
-            nothing, so that a replacement accepts at once instead of after
-            a boot; default 1 when workers are recycled (an allowance, a
-            memory or an age limit), else 0.
-        @param status: a server endpoint description for the status page,
-            JSON and metrics (e.g. C{tcp:9100:interface=127.0.0.1}); L{None}
-            for none.
-        @param proxyProtocol: every connection starts with a PROXY protocol
-            header (v1 or v2, as HAProxy's C{send-proxy} and
-            C{send-proxy-v2} send it); the user's protocol sees the client's
-            address in C{transport.getPeer()}.
-        @param minWorkers: with C{maxWorkers}, the pool adapts its size
-            to the listen queue between these bounds (see
-            L{preforktwist.master.policy.autoscale}); C{workers} is the starting size.
-        @param maxWorkers: see C{minWorkers}.
-        @param maxWorkerMemory: resident bytes a worker may use before it
-            is replaced; 0 for no limit.
-        @param maxWorkerAge: seconds a worker may serve before it is
-            replaced; 0 for no limit.
-        @param maxWorkerAgeJitter: up to this many seconds more, at random
-            per worker; default a tenth of C{maxWorkerAge}.
-        @param minWorkerLifetime: no worker younger than this is replaced
-            for memory or age.
-        @param scaleUpAfter: adaptive pool: seconds connections must keep
-            waiting before a worker is added.
-        @param scaleDownAfter: adaptive pool: seconds of slack before a
-            worker is retired.
-        @param scaleCooldown: adaptive pool: least seconds between changes.
-        @raise ValueError: for a value that cannot work.
-        @raise preforktwist.listening.ListenError: for a bad endpoint.
+        @param listen: the endpoint descriptions to serve, the one setting
+            that may also be given first, without its name.
+        @param settings: everything this server is configured with.
+        @param keywords: or the settings one by one, named as in
+            L{preforktwist.settings.Settings}, where each is declared with
+            its command-line flag, default and meaning (C{listen},
+            C{protocol}, C{factory}, C{workers},
+            C{maxConnectionsPerWorker}, ...).
+        @param reactor: the reactor; default the global one.
+        @raise ValueError: for a value that cannot work, with the message
+            C{--option: reason}, as on the command line.
         """
+        if listen is not None:
+            keywords["listen"] = listen
+        if settings is None:
+            settings = Settings(**keywords)
+        elif keywords:
+            raise TypeError("give settings= or keywords, not both")
         if reactor is None:
             from twisted.internet import reactor
-        if protocol is not None and factory is not None:
-            raise ValueError("give --protocol or --factory, not both")
-        if minWorkers is not None or maxWorkers is not None:
-            low = minWorkers or 1
-            high = maxWorkers or max(low, workers or defaultWorkerCount())
-            if not 1 <= low <= high:
-                raise ValueError(
-                    f"need 1 <= min-workers <= max-workers, not {low}, {high}"
-                )
-            workers = min(max(workers or low, low), high)
-            minWorkers, maxWorkers = low, high
-        workers = defaultWorkerCount() if workers is None else workers
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
-        if maxWorkerMemory < 0 or maxWorkerAge < 0 or minWorkerLifetime < 0:
-            raise ValueError("limits must not be negative")
-        if min(maxConnectionsPerWorker, maxConnectionsJitter, maxConcurrent) < 0:
-            raise ValueError("counts must not be negative")
-        if grace < 0 or heartbeatTimeout < 0 or bootTimeout <= 0:
-            raise ValueError("times must not be negative")
-        if 0 < heartbeatTimeout < 1:
-            raise ValueError("heartbeatTimeout must be 0 (off) or at least 1")
-        if not 0 < replaceAt <= 1:
-            raise ValueError("replaceAt must be above 0 and at most 1")
-        if reloadBatch < 1:
-            raise ValueError("reloadBatch must be at least 1")
-        descriptions = [listen] if isinstance(listen, str) else list(listen)
-        if not descriptions:
-            raise ValueError("nothing to listen on")
+        self.settings = settings
         self.reactor = reactor
-        self.protocol = protocol
-        self.factory = factory
-        self.maxConnectionsPerWorker = maxConnectionsPerWorker
-        self.maxConnectionsJitter = maxConnectionsJitter
-        self.replaceAt = replaceAt
-        self.maxConcurrent = maxConcurrent
-        self.workerInit = workerInit
-        self.proxyProtocol = proxyProtocol
-        self.grace = grace
-        self.listeners = [Listener(parseListen(d, backlog)) for d in descriptions]
+        self.listeners = [
+            Listener(parseListen(d, settings.backlog)) for d in settings.listen
+        ]
+        assert settings.workers is not None and settings.standby is not None
         self.pool = Pool(
             self._spawnWorker,
-            workers,
+            settings.workers,
             reactor,
-            grace=grace + 1.0,  # the worker's own deadline comes first
-            bootTimeout=bootTimeout,
+            grace=settings.grace + 1.0,  # the worker's own deadline comes first
+            bootTimeout=settings.bootTimeout,
             giveUp=self._giveUp,
-            surplus=reloadBatch,
-            standby=(
-                standby
-                if standby is not None
-                else int(
-                    bool(maxConnectionsPerWorker or maxWorkerMemory or maxWorkerAge)
-                )
-            ),
-            heartbeatTimeout=heartbeatTimeout,
+            reloadBatch=settings.reloadBatch,
+            standby=settings.standby,
+            heartbeatTimeout=settings.heartbeatTimeout,
         )
         self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
+        assert settings.maxWorkerAgeJitter is not None
         self.limits = WorkerLimits(
             self.pool,
             reactor,
-            maxMemory=maxWorkerMemory,
-            maxAge=maxWorkerAge,
-            ageJitter=(
-                maxWorkerAge / 10 if maxWorkerAgeJitter is None else maxWorkerAgeJitter
-            ),
-            minLifetime=minWorkerLifetime,
+            maxMemory=settings.maxWorkerMemory,
+            maxAge=settings.maxWorkerAge,
+            ageJitter=settings.maxWorkerAgeJitter,
+            minLifetime=settings.minWorkerLifetime,
         )
         self.autoscaler: Autoscaler | None = None
-        if minWorkers is not None and maxWorkers is not None:
+        if settings.minWorkers is not None and settings.maxWorkers is not None:
             self.autoscaler = Autoscaler(
                 self.pool,
                 reactor,
                 PoolSampler(self.pool, self.listeners, reactor),
-                minWorkers,
-                maxWorkers,
-                upAfter=scaleUpAfter,
-                downAfter=scaleDownAfter,
-                cooldown=scaleCooldown,
+                settings.minWorkers,
+                settings.maxWorkers,
+                upAfter=settings.scaleUpAfter,
+                downAfter=settings.scaleDownAfter,
+                cooldown=settings.scaleCooldown,
             )
         self.scoreboard.autoscaler = self.autoscaler
-        self.status = status
         self._statusPort: Any = None
         self._signals = signalsFor(reactor)
-        self.acceptBatch = acceptBatch
         self.starter: IWorkerStarter = (
             ForkServerStarter(reactor, self._listenFDs, descriptions=self.descriptions)
-            if forkServer
+            if settings.forkServer
             else FreshInterpreterStarter(reactor, self._listenFDs)
         )
         self._notifier: SystemdNotifier | None = None
@@ -276,8 +154,9 @@ class PreforkService(Service):
             for listener in self.listeners:
                 if listener.socket is None:
                     listener.bind()
-            if self.status is not None and self._statusPort is None:
-                self._statusPort = self._listenStatus(self.status)
+            status = self.settings.status
+            if status is not None and self._statusPort is None:
+                self._statusPort = self._listenStatus(status)
         except Exception:
             self.closeListeners()
             raise
@@ -317,8 +196,7 @@ class PreforkService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.bindListeners()
-        served = self.factory or self.protocol
-        if served is None:
+        if self.settings.factory is None and self.settings.protocol is None:
             self.log.info(
                 "no --protocol or --factory given: serving the bundled "
                 "example {example}",
@@ -362,7 +240,7 @@ class PreforkService(Service):
         self.log.info(
             "stopping: {n} workers finish their connections (grace {grace:g}s)",
             n=len(self.pool.workers),
-            grace=self.grace,
+            grace=self.settings.grace,
         )
         if self.limits.running:
             self.limits.stopService()
@@ -404,22 +282,14 @@ class PreforkService(Service):
     # Workers.
 
     def _spawnWorker(self, number: int, standby: bool) -> WorkerProcess:
-        config = WorkerConfig(
+        config = workerConfig(
+            self.settings,
             number=number,
             masterPid=os.getpid(),
-            protocol=self.protocol,
-            factory=self.factory,
             families=[listener.spec.family for listener in self.listeners],
-            listen=self.descriptions,
             tls=[listener.spec.tls is not None for listener in self.listeners],
-            proxyProtocol=self.proxyProtocol,
             allowance=self._allowance(),
-            replaceAt=self.replaceAt,
-            maxOpen=self.maxConcurrent,
-            acceptBatch=self.acceptBatch,
             standby=standby,
-            workerInit=self.workerInit,
-            grace=self.grace,
             reactor=type(self.reactor).__module__,
             # Four heartbeats per timeout, so one late one is no alarm.
             countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
@@ -438,11 +308,14 @@ class PreforkService(Service):
         return [listener.fileno for listener in self.listeners]
 
     def _allowance(self) -> int:
-        if not self.maxConnectionsPerWorker:
+        """
+        A new worker's allowance: C{-m} plus a random share of the jitter,
+        drawn per worker so that workers do not all retire together.
+        """
+        perWorker = self.settings.maxConnectionsPerWorker
+        if not perWorker:
             return 0
-        return self.maxConnectionsPerWorker + random.randint(
-            0, self.maxConnectionsJitter
-        )
+        return perWorker + random.randint(0, self.settings.maxConnectionsJitter)
 
     def _giveUp(self, reason: str) -> None:
         """

@@ -6,7 +6,7 @@ argument on its command line (or one line to the fork server).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 #: What is served when neither C{--protocol} nor C{--factory} is given.
 DEFAULT_PROTOCOL = "preforktwist.examples.Echo"
@@ -16,6 +16,10 @@ DEFAULT_PROTOCOL = "preforktwist.examples.Echo"
 class WorkerConfig:
     """
     Everything a worker is told at spawn, passed as one JSON argument.
+
+    The master builds it from its settings (L{preforktwist.settings.
+    workerConfig}): a field named like a setting carries that setting, and
+    its default is the setting's; so no field has a default of its own.
 
     @ivar number: the worker's serial number, unique in this master's life.
     @ivar masterPid: the master's pid, to notice a master that died while
@@ -29,9 +33,12 @@ class WorkerConfig:
         worker then builds the TLS context from its description.
     @ivar proxyProtocol: every connection starts with a PROXY header.
     @ivar allowance: connections to accept before retiring; 0 for never.
+        This worker's own number, drawn by the master: C{-m} plus a random
+        0 to C{--max-connections-jitter}, so that workers do not all retire
+        together.
     @ivar replaceAt: the share of the allowance after which to ask for the
         replacement ahead of time; 1 to ask only when it is used up.
-    @ivar maxOpen: connections to hold open at once; 0 for no cap.
+    @ivar maxConcurrent: connections to hold open at once; 0 for no cap.
     @ivar acceptBatch: connections to accept per wake-up at most; 0 for
         Twisted's own adaptive batch.
     @ivar standby: boot, then accept nothing until told L{Activate}.
@@ -45,19 +52,19 @@ class WorkerConfig:
     masterPid: int
     protocol: str | None
     factory: str | None
-    families: list[int] = field(default_factory=list)
-    listen: list[str] = field(default_factory=list)
-    tls: list[bool] = field(default_factory=list)
-    proxyProtocol: bool = False
-    allowance: int = 0
-    replaceAt: float = 1.0
-    maxOpen: int = 0
-    acceptBatch: int = 0
-    standby: bool = False
-    grace: float = 30.0
-    reactor: str = ""
-    countsInterval: float = 1.0
-    workerInit: str | None = None
+    families: list[int]
+    listen: list[str]
+    tls: list[bool]
+    proxyProtocol: bool
+    allowance: int
+    replaceAt: float
+    maxConcurrent: int
+    acceptBatch: int
+    standby: bool
+    grace: float
+    reactor: str
+    countsInterval: float
+    workerInit: str | None
 
     def toJSON(self) -> str:
         return json.dumps(asdict(self))

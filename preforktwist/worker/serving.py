@@ -97,7 +97,7 @@ class Worker:
         self.exitStatus = 0
         self.budget = AcceptBudget(
             allowance=config.allowance,
-            maxOpen=config.maxOpen,
+            maxOpen=config.maxConcurrent,
             onExhausted=self._allowanceUsed,
             onIdle=self._idle,
             onAccepted=self._accepted,

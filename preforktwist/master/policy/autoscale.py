@@ -195,7 +195,7 @@ class PoolSampler:
                     busy.append(min(1.0, (used - before) / (now - then)))
         self._cpu = seen
         capacity = sum(
-            getattr(getattr(w, "config", None), "maxOpen", 0) for w in accepting
+            getattr(getattr(w, "config", None), "maxConcurrent", 0) for w in accepting
         )
         return Sample(
             queued=queued,

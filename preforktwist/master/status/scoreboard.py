@@ -120,7 +120,7 @@ class Scoreboard(PeriodicService):
 
     def workerState(self, worker: Any) -> str:
         config = getattr(worker, "config", None)
-        maxOpen = config.maxOpen if config is not None else 0
+        maxOpen = config.maxConcurrent if config is not None else 0
         if worker.state is WorkerState.ACCEPTING and maxOpen and worker.open >= maxOpen:
             return "paused"
         return str(worker.state.value)

@@ -1,0 +1,834 @@
+"""
+Every setting of a pre-forked server, each declared once.
+
+Each field of L{Settings} is one setting: its name (the keyword a C{.tac}
+file passes to L{preforktwist.PreforkService}), its type and default, and,
+in its metadata, its command-line flag, the check its values must pass,
+the side that needs it (master, worker or both), the text of C{--help} and
+the text of the README's options table.  From that one declaration come
+C{twistd preforked}'s options (L{preforktwist.tap}), the checks that both
+the command line and the keywords go through, with one message format
+(C{--option: reason}), the part a worker is told (L{workerConfig}) and the
+README's table (C{python -m preforktwist.settings} prints it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any
+
+from preforktwist.common.endpoints import ListenError, parseListen
+from preforktwist.protocol.config import WorkerConfig
+
+#: The most workers one master will keep: beyond this a value is a typo.
+MAX_WORKERS = 1024
+
+#: Bytes in a megabyte, the unit of C{--max-worker-memory}.
+MIB = 1024 * 1024
+
+_COUNT = "a whole number, 0 or more"
+_WORKERS = f"a whole number from 1 to {MAX_WORKERS}"
+_SECONDS = "a number of seconds from 0 to 86400"
+_AT_LEAST_0 = "a number of seconds, 0 or more"
+
+
+def defaultWorkerCount() -> int:
+    """
+    One worker per CPU this process may run on.
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class SettingError(ValueError):
+    """
+    A value that cannot work.  The message is one line, C{--option: reason},
+    naming the command-line flag even for a keyword: the README documents
+    the flags.
+    """
+
+
+class Side(Enum):
+    """
+    Which process needs a setting: the master, the workers (it travels in
+    L{WorkerConfig} under the same name), or both.
+    """
+
+    MASTER = "master"
+    WORKER = "worker"
+    BOTH = "both"
+
+
+# Kinds of value: how a flag's text is read, and what a value must be.
+
+
+class Kind:
+    """
+    What the values of a setting must be.  L{parse} reads the command
+    line's text, L{check} a keyword's value; both return the value to keep
+    or raise L{ValueError} with the reason alone (L{Setting} adds the flag).
+    """
+
+    #: What C{--help} adds after the help text, e.g. C{"(a whole number)"}.
+    coerceDoc: str | None = None
+
+    def parse(self, text: str) -> Any:
+        return self.check(text)
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    """
+    A string, such as a dotted name or an endpoint description; checked
+    where it is used (imported by the worker, listened on by the master).
+    """
+
+    what: str
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be {self.what}, not {shown or repr(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Flag(Kind):
+    """
+    On or off.  A negated flag (C{--no-fork-server}) turns its setting
+    (C{forkServer}) off.
+    """
+
+    negated: bool = False
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be True or False, not {shown or repr(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Whole(Kind):
+    """
+    A whole number from C{low} to C{high}.
+    """
+
+    low: int
+    high: int
+    what: str
+
+    @property
+    def coerceDoc(self) -> str:  # type: ignore[override]
+        return f"({self.what})"
+
+    def parse(self, text: str) -> Any:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"must be {self.what}, not {text!r}") from None
+        return self.check(value, repr(text))
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not self.low <= value <= self.high
+        ):
+            raise ValueError(f"must be {self.what}, not {shown or repr(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Number(Kind):
+    """
+    A finite number from C{low} to C{high}, kept as a float.
+    """
+
+    low: float
+    high: float
+    what: str
+
+    @property
+    def coerceDoc(self) -> str:  # type: ignore[override]
+        return f"({self.what})"
+
+    def parse(self, text: str) -> Any:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be {self.what}, not {text!r}") from None
+        return self.check(value, repr(text))
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        shown = shown or repr(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be {self.what}, not {shown}")
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise ValueError(f"must be {self.what}, not {shown}")
+        return float(value)
+
+
+@dataclass(frozen=True)
+class OffOrAtLeast(Number):
+    """
+    0 for off, or a number from C{least} to C{high}: below C{least}, the
+    check would be finer than a loaded machine can keep.
+    """
+
+    least: float = 1
+
+    @property
+    def coerceDoc(self) -> str:  # type: ignore[override]
+        return f"(0 to disable, or {self.least:g} to {self.high:g} seconds)"
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        checked: float = super().check(value, shown)
+        if 0 < checked < self.least:
+            raise ValueError(
+                f"must be 0 (off) or at least {self.least:g}, "
+                f"not {shown or repr(value)}"
+            )
+        return checked
+
+
+@dataclass(frozen=True)
+class Endpoints(Kind):
+    """
+    One or more endpoint descriptions; the flag may be given more than
+    once.  Each is parsed in L{Settings}, which knows the backlog.
+    """
+
+    def parse(self, text: str) -> Any:
+        return text
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        descriptions = (value,) if isinstance(value, str) else value
+        if not isinstance(descriptions, Sequence) or not all(
+            isinstance(d, str) for d in descriptions
+        ):
+            raise ValueError(
+                f"must be endpoint descriptions, not {shown or repr(value)}"
+            )
+        if not descriptions:
+            raise ValueError("give at least one endpoint description")
+        return tuple(descriptions)
+
+
+# The declaration of one setting.
+
+
+@dataclass(frozen=True)
+class Setting:
+    """
+    One setting, as declared on its L{Settings} field.
+
+    @ivar name: the field's name, the keyword of L{PreforkService}.
+    @ivar default: the field's default, the one default of the setting.
+    @ivar flag: the long command-line flag, without its dashes.
+    @ivar short: the one-letter flag, or L{None}.
+    @ivar kind: what a value must be.
+    @ivar side: who needs it.
+    @ivar help: the text of C{--help}.
+    @ivar doc: the text of the README's table; L{None} to share the row of
+        the setting declared before it.
+    @ivar metavar: what the README shows after the flag, e.g. C{SECONDS}.
+    @ivar scale: the flag's unit in the keyword's units (C{--max-worker-
+        memory} is in megabytes, C{maxWorkerMemory} in bytes).
+    """
+
+    flag: str
+    short: str | None
+    kind: Kind
+    side: Side
+    help: str
+    doc: str | None
+    metavar: str = ""
+    scale: int = 1
+    name: str = ""
+    default: Any = None
+
+    def error(self, reason: str) -> SettingError:
+        return SettingError(f"--{self.flag}: {reason}")
+
+    def check(self, value: Any) -> Any:
+        """
+        A keyword's value, checked and normalised.
+        """
+        if value is None and self.default is None:
+            return None
+        try:
+            if self.scale == 1:
+                return self.kind.check(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"must be a number of bytes, not {value!r}")
+            self.kind.check(value / self.scale, f"{value!r} bytes")
+            return int(value)
+        except ValueError as e:
+            raise self.error(str(e)) from None
+
+    # The command line.
+
+    @property
+    def coercer(self) -> Callable[[str], Any] | None:
+        """
+        The coercer for L{usage.Options}, or L{None} to keep the text.
+        """
+        if isinstance(self.kind, Text):
+            return None
+
+        def coerce(text: str) -> Any:
+            try:
+                return self.kind.parse(text)
+            except ValueError as e:
+                raise self.error(str(e)) from None
+
+        coerce.coerceDoc = self.kind.coerceDoc  # type: ignore[attr-defined]
+        return coerce
+
+    @property
+    def optionDefault(self) -> Any:
+        """
+        The default as C{--help} shows it, in the flag's unit.
+        """
+        if self.scale == 1 or self.default is None:
+            return self.default
+        if self.default % self.scale == 0:
+            return self.default // self.scale
+        return self.default / self.scale
+
+    def fromOption(self, value: Any) -> Any:
+        """
+        The keyword's value for what the command line gave.
+        """
+        if isinstance(self.kind, Flag):
+            return bool(value) != self.kind.negated
+        if isinstance(self.kind, Endpoints):
+            return tuple(value) if value else self.default
+        if value is not None and self.scale != 1:
+            return int(value * self.scale)
+        return value
+
+    def toOption(self, value: Any) -> Any:
+        """
+        What the command line's options hold for the keyword's value.
+        """
+        if isinstance(self.kind, Flag):
+            return int(value != self.kind.negated)
+        if isinstance(self.kind, Endpoints):
+            return list(value)
+        if value is not None and self.scale != 1:
+            return value / self.scale
+        return value
+
+    # The README.
+
+    @property
+    def cell(self) -> str:
+        """
+        How the README names the flag: C{`-l`, `--listen ENDPOINT`}.
+        """
+        long = f"`--{self.flag} {self.metavar}`" if self.metavar else f"`--{self.flag}`"
+        return f"`-{self.short}`, {long}" if self.short else long
+
+
+def setting(
+    default: Any,
+    flag: str,
+    kind: Kind,
+    side: Side,
+    help: str,
+    doc: str | None,
+    *,
+    short: str | None = None,
+    metavar: str = "",
+    scale: int = 1,
+) -> Any:
+    """
+    Declare a field of L{Settings} as a setting.
+    """
+    declared = Setting(flag, short, kind, side, help, doc, metavar, scale)
+    return field(default=default, metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    Everything one pre-forked server is configured with, checked.
+
+    Construct it with keywords, as C{PreforkService(**keywords)} does: each
+    value is checked by its setting, then the settings are checked against
+    each other, and the defaults that depend on others are filled in
+    (C{workers}, C{standby}, C{maxWorkerAgeJitter}), so that every value
+    read from a L{Settings} is the one in use.
+
+    @raise SettingError: with C{--option: reason}.
+    """
+
+    listen: tuple[str, ...] = setting(
+        ("tcp:8080",),
+        "listen",
+        Endpoints(),
+        Side.BOTH,
+        "A Twisted server endpoint description to serve, e.g. tcp:8080, "
+        "tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem, "
+        "systemd:domain=INET:index=0. May be given more than once: every "
+        "worker serves every one [default: tcp:8080].",
+        "A Twisted server endpoint description: `tcp:8080`, "
+        "`tcp:8080:interface=127.0.0.1`, `tcp6:8080`, "
+        "`unix:/run/app.sock:mode=660`, "
+        "`ssl:8443:privateKey=key.pem:certKey=cert.pem`, "
+        "`systemd:domain=INET:index=0`. May be given more than once: every "
+        "worker serves every listener. Default `tcp:8080`. The master binds it "
+        "once and holds it for its whole life.",
+        short="l",
+        metavar="ENDPOINT",
+    )
+    proxyProtocol: bool = setting(
+        False,
+        "proxy-protocol",
+        Flag(),
+        Side.WORKER,
+        "Every connection starts with a PROXY protocol header (v1 or v2, "
+        "as from HAProxy's send-proxy or send-proxy-v2); the protocol sees "
+        "the client's address in transport.getPeer().",
+        "Every connection starts with a PROXY header (v1 or v2); see Deployment.",
+    )
+    protocol: str | None = setting(
+        None,
+        "protocol",
+        Text("a dotted name"),
+        Side.WORKER,
+        "Dotted name of a Protocol subclass to serve.",
+        "A `Protocol` subclass, served as `Factory.forProtocol(cls)`.",
+        short="p",
+        metavar="DOTTED",
+    )
+    factory: str | None = setting(
+        None,
+        "factory",
+        Text("a dotted name"),
+        Side.WORKER,
+        "Dotted name of a protocol factory, or of a callable taking no "
+        "arguments that returns one.",
+        "An `IProtocolFactory` instance, or a callable taking no arguments "
+        "that returns one. With neither this nor `--protocol`, the bundled "
+        "echo (`preforktwist.examples.Echo`) is served and the log says so.",
+        short="f",
+        metavar="DOTTED",
+    )
+    workers: int | None = setting(
+        None,
+        "workers",
+        Whole(1, MAX_WORKERS, _WORKERS),
+        Side.MASTER,
+        "Workers to keep [default: one per CPU].",
+        "Workers to keep (1 to 1024). Default: one per CPU.",
+        short="w",
+        metavar="N",
+    )
+    maxConnectionsPerWorker: int = setting(
+        0,
+        "max-connections-per-worker",
+        Whole(0, 2**62, _COUNT),
+        Side.MASTER,
+        "A worker serves this many connections and is then replaced; 0 means never.",
+        "A worker accepts exactly N connections, then is replaced. 0 (default) "
+        "means never. (At a graceful stop a worker may go past N to serve what "
+        "was queued before the stop: no replacement comes then.)",
+        short="m",
+        metavar="N",
+    )
+    grace: float = setting(
+        30.0,
+        "grace",
+        Number(0, 86400, _SECONDS),
+        Side.BOTH,
+        "Seconds a retiring or stopping worker may take to finish its "
+        "open connections before it is killed.",
+        "How long a retiring or stopping worker may take to finish its open "
+        "connections before it is killed. Default 30.",
+        metavar="SECONDS",
+    )
+    backlog: int | None = setting(
+        None,
+        "backlog",
+        Whole(1, 65535, "a whole number from 1 to 65535"),
+        Side.MASTER,
+        "The listen backlog [default: 1024, or what the endpoint says].",
+        "The listen backlog. Default 1024, or what the endpoint description says.",
+        metavar="N",
+    )
+    bootTimeout: float = setting(
+        30.0,
+        "boot-timeout",
+        Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
+        Side.MASTER,
+        "Seconds a new worker may take to become ready before it is "
+        "killed and counted as a boot failure.",
+        "How long a new worker may take to become ready before it is killed "
+        "and counted as a boot failure. Default 30.",
+        metavar="SECONDS",
+    )
+    maxConnectionsJitter: int = setting(
+        0,
+        "max-connections-jitter",
+        Whole(0, 2**62, _COUNT),
+        Side.MASTER,
+        "Each worker's allowance is -m plus a random 0 to this many, so "
+        "that workers do not all retire together.",
+        "Each worker's allowance is `-m` plus `randint(0, J)`, so that workers "
+        "do not all retire together. Default 0.",
+        metavar="J",
+    )
+    replaceAt: float = setting(
+        0.9,
+        "replace-at",
+        Number(0.01, 1, "a number from 0.01 to 1"),
+        Side.WORKER,
+        "Share of its allowance after which a worker asks for its "
+        "replacement ahead of time, so the pool never dips; 1 asks only "
+        "when the allowance is used up.",
+        "A worker asks for its replacement once it has used this share of its "
+        "allowance; the old worker retires as soon as the replacement is "
+        "accepting, so the pool never dips. Default 0.9; `1` replaces only when "
+        "the allowance is used up (then each worker accepts exactly `-m`).",
+        metavar="FRACTION",
+    )
+    maxConcurrent: int = setting(
+        1000,
+        "max-concurrent",
+        Whole(0, 2**31, _COUNT),
+        Side.WORKER,
+        "Connections one worker holds open at once; at the cap it stops "
+        "accepting and leaves new ones queued for the other workers. "
+        "0 means no cap.",
+        "A worker holding C open connections stops accepting until one closes, "
+        "leaving new connections queued for its siblings; when all are at the "
+        "cap, connections wait in the backlog. Default 1000, and never more "
+        "than the worker's file-descriptor limit minus 64 (see below). 0 means "
+        "no cap.",
+        short="c",
+        metavar="C",
+    )
+    heartbeatTimeout: float = setting(
+        30.0,
+        "heartbeat-timeout",
+        OffOrAtLeast(0, 86400, _SECONDS),
+        Side.MASTER,
+        "Seconds a worker's reactor may go without turning before the "
+        "worker is killed (its stack logged) and replaced; 0 disables.",
+        "A worker whose reactor has not turned for this long is stuck: its "
+        "Python stack is logged, it gets SIGTERM, then SIGKILL 2 s later, and "
+        "is replaced at once. Default 30; 0 disables; at least 1.",
+        metavar="SECONDS",
+    )
+    workerInit: str | None = setting(
+        None,
+        "worker-init",
+        Text("a dotted name"),
+        Side.WORKER,
+        "Dotted name of a callable run in each worker before it accepts "
+        "(it may return a Deferred); if it fails, the worker is a boot "
+        "failure.",
+        "A callable run in each worker after its reactor starts and before it "
+        "accepts (open a database pool, warm a cache); it may return a "
+        "`Deferred`. If it fails, that worker is a boot failure.",
+        metavar="DOTTED",
+    )
+    reloadBatch: int = setting(
+        1,
+        "reload-batch",
+        Whole(1, MAX_WORKERS, _WORKERS),
+        Side.MASTER,
+        "Workers a rolling reload (SIGHUP) replaces at a time: at most "
+        "this many run beyond --workers.",
+        "How many workers a rolling reload replaces at a time: at most "
+        "`--workers + N` workers run. Default 1.",
+        metavar="N",
+    )
+    acceptBatch: int = setting(
+        0,
+        "accept-batch",
+        Whole(0, 100000, _COUNT),
+        Side.WORKER,
+        "The most connections a worker accepts per wake-up; small values "
+        "spread bursts over the workers. 0 leaves Twisted's adaptive batch.",
+        "The most connections a worker accepts per wake-up. 0 (default) leaves "
+        "Twisted's adaptive batch (100 and more); small values spread bursts "
+        "over the workers.",
+        metavar="N",
+    )
+    standby: int | None = setting(
+        None,
+        "standby",
+        Whole(0, MAX_WORKERS, _COUNT),
+        Side.MASTER,
+        "Workers kept booted but not accepting, so that a replacement "
+        "accepts at once [default: 1 when workers are recycled (-m, "
+        "--max-worker-memory, --max-worker-age), else 0].",
+        "Workers kept booted, their sockets adopted, but accepting nothing: a "
+        "replacement (allowance, memory, age, crash) then accepts at once, "
+        "without waiting for a boot. Default 1 when workers are recycled "
+        "(`-m`, `--max-worker-memory`, `--max-worker-age`), else 0.",
+        metavar="N",
+    )
+    forkServer: bool = setting(
+        True,
+        "no-fork-server",
+        Flag(negated=True),
+        Side.MASTER,
+        "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
+        "instead of forking it from a template process that has already "
+        "imported Twisted (about a millisecond).",
+        "Start each worker as a fresh interpreter instead of forking it from "
+        "the fork server (see How it works).",
+    )
+    status: str | None = setting(
+        None,
+        "status",
+        Text("an endpoint description"),
+        Side.MASTER,
+        "Serve a live status page, /status.json and /metrics on this "
+        "endpoint, e.g. tcp:9100:interface=127.0.0.1. Never expose it "
+        "publicly.",
+        "Serve the status page, `/status.json` and `/metrics` there (see "
+        "below). Off by default.",
+        metavar="ENDPOINT",
+    )
+    minWorkers: int | None = setting(
+        None,
+        "min-workers",
+        Whole(1, MAX_WORKERS, _WORKERS),
+        Side.MASTER,
+        "With --max-workers: adapt the pool to the listen queue, never "
+        "below this many workers (--workers is the starting count).",
+        "Adapt the pool's size to the listen queue between N and M (see Pool policy).",
+        metavar="N",
+    )
+    maxWorkers: int | None = setting(
+        None,
+        "max-workers",
+        Whole(1, MAX_WORKERS, _WORKERS),
+        Side.MASTER,
+        "With --min-workers: never above this many workers.",
+        None,
+        metavar="M",
+    )
+    scaleUpAfter: float = setting(
+        2.0,
+        "scale-up-after",
+        Number(0.1, 3600, "a number of seconds from 0.1 to 3600"),
+        Side.MASTER,
+        "Adaptive pool: seconds connections must keep waiting in the queue "
+        "before a worker is added.",
+        "The adaptive pool's timings, in seconds (defaults 2, 10, 5).",
+    )
+    scaleDownAfter: float = setting(
+        10.0,
+        "scale-down-after",
+        Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
+        Side.MASTER,
+        "Adaptive pool: seconds of slack (nothing waiting, workers mostly "
+        "idle) before a worker is retired.",
+        None,
+    )
+    scaleCooldown: float = setting(
+        5.0,
+        "scale-cooldown",
+        Number(0, 86400, _SECONDS),
+        Side.MASTER,
+        "Adaptive pool: least seconds between two changes of size.",
+        None,
+    )
+    maxWorkerMemory: int = setting(
+        0,
+        "max-worker-memory",
+        Number(0, 2**40, "a number of megabytes, 0 or more"),
+        Side.MASTER,
+        "Megabytes of resident memory a worker may use before it is "
+        "replaced (gracefully, replacement first); 0 means no limit.",
+        "Replace a worker whose resident memory passes this (replacement "
+        "first). 0 (default) means no limit.",
+        metavar="MB",
+        scale=MIB,
+    )
+    maxWorkerAge: float = setting(
+        0,
+        "max-worker-age",
+        Number(0, 10**9, _AT_LEAST_0),
+        Side.MASTER,
+        "Seconds a worker may serve before it is replaced; 0 means no limit.",
+        "Replace a worker older than this plus a random jitter (default a "
+        "tenth). 0 (default) means no limit.",
+        metavar="SECONDS",
+    )
+    maxWorkerAgeJitter: float | None = setting(
+        None,
+        "max-worker-age-jitter",
+        Number(0, 10**9, _AT_LEAST_0),
+        Side.MASTER,
+        "Each worker's age limit is --max-worker-age plus a random 0 to "
+        "this many seconds [default: a tenth of --max-worker-age].",
+        None,
+        metavar="SECONDS",
+    )
+    minWorkerLifetime: float = setting(
+        30.0,
+        "min-worker-lifetime",
+        Number(0, 10**9, _AT_LEAST_0),
+        Side.MASTER,
+        "No worker younger than this many seconds is replaced for memory "
+        "or age, so a limit set too low cannot make a spawn loop.",
+        "No worker younger than this is replaced for memory or age. Default 30.",
+        metavar="SECONDS",
+    )
+
+    def __post_init__(self) -> None:
+        for each in SETTINGS:
+            self._set(each.name, each.check(getattr(self, each.name)))
+        self._checkTogether()
+        self._fillDefaults()
+
+    def _set(self, name: str, value: Any) -> None:
+        # Frozen: only construction may set a value, here.
+        object.__setattr__(self, name, value)
+
+    def _checkTogether(self) -> None:
+        """
+        The rules between settings, in the same C{--option: reason} form.
+        """
+        if self.protocol is not None and self.factory is not None:
+            raise BY_NAME["protocol"].error(
+                "give one of --protocol and --factory, not both"
+            )
+        low, high = self.minWorkers, self.maxWorkers
+        if low is None and high is not None:
+            raise BY_NAME["maxWorkers"].error("give --min-workers too")
+        if low is not None and high is None:
+            raise BY_NAME["minWorkers"].error("give --max-workers too")
+        if low is not None and high is not None and low > high:
+            raise BY_NAME["minWorkers"].error(f"{low} is above --max-workers {high}")
+        for description in self.listen:
+            try:
+                parseListen(description, self.backlog)
+            except ListenError as e:
+                raise BY_NAME["listen"].error(str(e)) from None
+
+    def _fillDefaults(self) -> None:
+        """
+        The defaults that depend on other settings or on the machine.
+        """
+        low, high = self.minWorkers, self.maxWorkers
+        workers = self.workers
+        if workers is None:
+            workers = low if low is not None else defaultWorkerCount()
+        if low is not None and high is not None:
+            # The adaptive pool starts inside its bounds.
+            workers = min(max(workers, low), high)
+        self._set("workers", workers)
+        if self.standby is None:
+            recycled = (
+                self.maxConnectionsPerWorker
+                or self.maxWorkerMemory
+                or self.maxWorkerAge
+            )
+            self._set("standby", int(bool(recycled)))
+        if self.maxWorkerAgeJitter is None:
+            self._set("maxWorkerAgeJitter", self.maxWorkerAge / 10)
+
+    @classmethod
+    def fromOptions(cls, options: Mapping[str, Any]) -> Settings:
+        """
+        The settings that parsed command-line options give.
+
+        @param options: L{preforktwist.tap.Options}, keyed by flag.
+        """
+        return cls(**{s.name: s.fromOption(options[s.flag]) for s in SETTINGS})
+
+    @property
+    def adaptive(self) -> bool:
+        """
+        Whether the pool adapts its size between C{minWorkers} and
+        C{maxWorkers}.
+        """
+        return self.minWorkers is not None and self.maxWorkers is not None
+
+
+#: Every setting, in the README's order.
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata["setting"], name=f.name, default=f.default)
+    for f in fields(Settings)
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def workerConfig(
+    settings: Settings,
+    *,
+    number: int,
+    masterPid: int,
+    families: list[int],
+    tls: list[bool],
+    allowance: int,
+    standby: bool,
+    reactor: str,
+    countsInterval: float,
+) -> WorkerConfig:
+    """
+    What one worker is told: every setting a worker needs, by its own name,
+    and what the master decided for this worker.
+
+    @param allowance: connections this worker accepts before it retires:
+        C{maxConnectionsPerWorker} plus this worker's share of
+        C{maxConnectionsJitter}; 0 for never.
+    """
+    shared = {
+        s.name: _wire(getattr(settings, s.name))
+        for s in SETTINGS
+        if s.side is not Side.MASTER
+    }
+    return WorkerConfig(
+        number=number,
+        masterPid=masterPid,
+        families=families,
+        tls=tls,
+        allowance=allowance,
+        standby=standby,
+        reactor=reactor,
+        countsInterval=countsInterval,
+        **shared,
+    )
+
+
+def _wire(value: Any) -> Any:
+    # JSON has lists, not tuples: a config reads back equal to itself.
+    return list(value) if isinstance(value, tuple) else value
+
+
+def readmeTable() -> str:
+    """
+    The README's options table, in Markdown, one row per setting (a setting
+    without its own text shares the row of the one before it).
+    """
+    rows: list[tuple[list[str], str]] = []
+    for each in SETTINGS:
+        if each.doc is None:
+            rows[-1][0].append(each.cell)
+        else:
+            rows.append(([each.cell], each.doc))
+    lines = ["| option | meaning |", "| --- | --- |"]
+    lines += [f"| {', '.join(cells)} | {doc} |" for cells, doc in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(readmeTable(), end="")
