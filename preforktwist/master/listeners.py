@@ -17,10 +17,13 @@ import socket
 import stat
 import struct
 import sys
+from collections.abc import Iterator, Sequence
 
+from twisted.application.service import Service
 from twisted.python.lockfile import FilesystemLock
 
 from preforktwist.common.endpoints import ListenError, ListenSpec
+from preforktwist.common.logs import NamedLogger
 
 #: SO_ATTACH_FILTER, from linux/asm-generic/socket.h.
 _SO_ATTACH_FILTER = 26
@@ -215,3 +218,84 @@ def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:
         return None
     queued, limit = struct.unpack_from("=II", info, 24)
     return queued, limit
+
+
+class ListeningSockets(Service):
+    """
+    Every listening socket of one server, as a service: bound in
+    L{privilegedStartService} (while twistd may still be root), held for the
+    server's whole life, and closed only once no worker will accept again.
+
+    Stopping is in two steps, because a queued connection must never be
+    reset: L{refuseNew} the moment a stop begins (new clients are refused,
+    what the kernel already queued stays), L{closeDrained} once the workers
+    have accepted what was queued; L{stopService} closes whatever is left.
+    """
+
+    log = NamedLogger("preforktwist.service.PreforkService")
+
+    def __init__(self, specs: Sequence[ListenSpec]) -> None:
+        self.listeners = [Listener(spec) for spec in specs]
+
+    def __iter__(self) -> Iterator[Listener]:
+        return iter(self.listeners)
+
+    @property
+    def descriptions(self) -> list[str]:
+        return [listener.spec.description for listener in self.listeners]
+
+    def fds(self) -> list[int]:
+        """
+        The sockets' descriptors, in order: a worker gets them from fd 4 on.
+        """
+        return [listener.fileno for listener in self.listeners]
+
+    def bind(self) -> None:
+        """
+        Bind every socket not bound yet.
+
+        @raise ListenError: with a one-line reason; none is left bound.
+        """
+        try:
+            for listener in self.listeners:
+                if listener.socket is None:
+                    listener.bind()
+        except Exception:
+            self.close()
+            raise
+
+    def privilegedStartService(self) -> None:
+        self.bind()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.bind()
+        for listener in self.listeners:
+            self.log.info(
+                "{description} listening on {address} (backlog {backlog})",
+                description=listener.spec.description,
+                address=listener.describeAddress(),
+                backlog=listener.spec.backlog,
+            )
+
+    def refuseNew(self) -> None:
+        for listener in self.listeners:
+            listener.refuseNew()
+
+    def closeDrained(self) -> None:
+        """
+        No worker will accept again: close the sockets now, so that new
+        clients are refused at once rather than queued and reset later.
+        """
+        if any(listener.socket is not None for listener in self.listeners):
+            self.log.info("workers drained the queue: closing the listening sockets")
+            self.close()
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.close()

@@ -1,26 +1,30 @@
 """
 L{PreforkService}: the pre-forking server as an ordinary Twisted service.
+
+It is a C{MultiService} that only wires its children, each a small service
+with one job, started in this order: the listening sockets, the systemd
+notifier, what serves (the workers, and the memory/age limits and the
+adaptive size acting on them), the scoreboard, the orphan reaper (as PID 1
+only) and the status endpoint.  Its own code decides only what Twisted
+cannot: the two-step stop, a new worker's configuration, and giving up.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import random
-import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
-from twisted.python.failure import Failure
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
-from preforktwist.common.endpoints import ListenError, endpointError, parseListen
+from preforktwist.common.endpoints import parseListen
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.titles import setTitle
+from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
-from preforktwist.master.listeners import Listener
+from preforktwist.master.listeners import ListeningSockets
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
 from preforktwist.master.policy.limits import WorkerLimits
 from preforktwist.master.pool import Pool
@@ -32,12 +36,17 @@ from preforktwist.master.starters import (
     IWorkerStarter,
 )
 from preforktwist.master.status.scoreboard import Scoreboard
-from preforktwist.master.systemd import SystemdNotifier
+from preforktwist.master.systemd import SystemdService
+from preforktwist.master.workers import WorkersService
 from preforktwist.protocol.config import DEFAULT_PROTOCOL
 from preforktwist.settings import Settings, workerConfig
 
+if TYPE_CHECKING:
+    # Imported when used: a master without --status never loads twisted.web.
+    from preforktwist.master.status.web import StatusListener
 
-class PreforkService(Service):
+
+class PreforkService(MultiService):
     """
     A pool of worker processes, each running its own reactor, all accepting
     on listening sockets that this service binds and holds.
@@ -86,11 +95,14 @@ class PreforkService(Service):
             raise TypeError("give settings= or keywords, not both")
         if reactor is None:
             from twisted.internet import reactor
+        super().__init__()  # type: ignore[no-untyped-call]
         self.settings = settings
         self.reactor = reactor
-        self.listeners = [
-            Listener(parseListen(d, settings.backlog)) for d in settings.listen
-        ]
+        # The children, in the order they start (see L{stopService} for how
+        # they stop).
+        self.listeners = ListeningSockets(
+            [parseListen(d, settings.backlog) for d in settings.listen]
+        )
         assert settings.workers is not None and settings.standby is not None
         self.pool = Pool(
             self._spawnWorker,
@@ -103,7 +115,14 @@ class PreforkService(Service):
             standby=settings.standby,
             heartbeatTimeout=settings.heartbeatTimeout,
         )
-        self.scoreboard = Scoreboard(self.pool, self.listeners, reactor)
+        self.starter: IWorkerStarter = (
+            ForkServerStarter(
+                reactor, self.listeners.fds, descriptions=self.descriptions
+            )
+            if settings.forkServer
+            else FreshInterpreterStarter(reactor, self.listeners.fds)
+        )
+        self.scoreboard = Scoreboard(self.pool, self.listeners.listeners, reactor)
         assert settings.maxWorkerAgeJitter is not None
         self.limits = WorkerLimits(
             self.pool,
@@ -118,7 +137,7 @@ class PreforkService(Service):
             self.autoscaler = Autoscaler(
                 self.pool,
                 reactor,
-                PoolSampler(self.pool, self.listeners, reactor),
+                PoolSampler(self.pool, self.listeners.listeners, reactor),
                 settings.minWorkers,
                 settings.maxWorkers,
                 upAfter=settings.scaleUpAfter,
@@ -126,158 +145,110 @@ class PreforkService(Service):
                 cooldown=settings.scaleCooldown,
             )
         self.scoreboard.autoscaler = self.autoscaler
-        self._statusPort: Any = None
         self._signals = signalsFor(reactor)
-        self.starter: IWorkerStarter = (
-            ForkServerStarter(reactor, self._listenFDs, descriptions=self.descriptions)
-            if settings.forkServer
-            else FreshInterpreterStarter(reactor, self._listenFDs)
-        )
-        self._notifier: SystemdNotifier | None = None
-        #: Only as PID 1 (in a container): orphans are ours to reap.
-        self._reaper = OrphanReaper() if runningAsInit() else None
+
+        _adopt(self, self.listeners)
+        _adopt(self, SystemdService(self.pool))
+        # What serves, and the policies that act on it: stopped first, while
+        # everything that watches the pool still runs.
+        self.serving = MultiService()
+        _adopt(self.serving, WorkersService(self.pool, self.starter))
+        if self.limits.active:
+            _adopt(self.serving, self.limits)
+        if self.autoscaler is not None:
+            _adopt(self.serving, self.autoscaler)
+        _adopt(self, self.serving)
+        _adopt(self, self.scoreboard)
+        if runningAsInit():
+            # In a container: every orphan is ours to reap.
+            _adopt(self, OrphanReaper())
+        self.statusListener: StatusListener | None = None
+        if settings.status is not None:
+            from preforktwist.master.status.web import StatusListener, statusSite
+
+            self.statusListener = StatusListener(
+                reactor, settings.status, statusSite(self.scoreboard)
+            )
+            _adopt(self, self.statusListener)
 
     @property
     def descriptions(self) -> list[str]:
-        return [listener.spec.description for listener in self.listeners]
-
-    # Sockets.
+        return self.listeners.descriptions
 
     def bindListeners(self) -> None:
         """
-        Bind every listening socket not bound yet.  C{twistd preforked}
-        calls this early, to report a port in use before anything starts.
+        Bind every socket this server listens on, the status endpoint's
+        too, if not bound yet.  C{twistd preforked} calls this early, to
+        report a port in use as one line before anything starts.
 
-        @raise preforktwist.listening.ListenError: with a one-line reason.
+        @raise preforktwist.common.endpoints.ListenError: with a one-line
+            reason; nothing is left bound.
         """
         try:
-            for listener in self.listeners:
-                if listener.socket is None:
-                    listener.bind()
-            status = self.settings.status
-            if status is not None and self._statusPort is None:
-                self._statusPort = self._listenStatus(status)
+            self.listeners.bind()
+            if self.statusListener is not None:
+                self.statusListener.bind()
         except Exception:
-            self.closeListeners()
+            self.listeners.close()
             raise
 
-    def _listenStatus(self, description: str) -> Any:
-        """
-        Listen for the status endpoint, with Twisted's own endpoint: this
-        socket is the master's alone.
-
-        @raise ListenError: at once, if it cannot listen.
-        """
-        try:
-            endpoint = serverFromString(self.reactor, description)
-        except Exception as e:
-            raise ListenError(endpointError(description, e)) from None
-        from preforktwist.master.status.web import statusSite
-
-        result = endpoint.listen(statusSite(self.scoreboard))
-        outcome: list[Any] = []
-        result.addBoth(outcome.append)
-        if outcome and isinstance(outcome[0], Failure):
-            raise ListenError(
-                f"cannot listen on {description}: {outcome[0].getErrorMessage()}"
-            )
-        return outcome[0] if outcome else None
-
     def closeListeners(self) -> None:
-        for listener in self.listeners:
-            listener.close()
+        self.listeners.close()
 
     # Service.
 
     def privilegedStartService(self) -> None:
-        self.bindListeners()
+        """
+        Bind every socket (the children do) while twistd may still be root:
+        C{twistd --uid/--gid} can serve a low port with unprivileged workers.
+        """
         super().privilegedStartService()  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self.bindListeners()
         if self.settings.factory is None and self.settings.protocol is None:
             self.log.info(
                 "no --protocol or --factory given: serving the bundled "
                 "example {example}",
                 example=DEFAULT_PROTOCOL,
             )
-        for listener in self.listeners:
-            self.log.info(
-                "{description} listening on {address} (backlog {backlog})",
-                description=listener.spec.description,
-                address=listener.describeAddress(),
-                backlog=listener.spec.backlog,
-            )
         setTitle(
             f"preforktwist master {' '.join(self.descriptions)} "
             f"({self.pool.size} workers)"
         )
         self._signals.add(self)
-        self.starter.start()
-        self._notifier = SystemdNotifier.fromEnvironment(self.pool)
-        if self._notifier is not None:
-            self.pool.observers.append(self._notifier)
-        self.pool.start()
-        self.scoreboard.startService()
-        if self._reaper is not None:
-            self._reaper.startService()
-        if self.limits.active:
-            self.limits.startService()
-        if self.autoscaler is not None:
-            self.autoscaler.startService()
-        if self._statusPort is not None:
-            host = self._statusPort.getHost()
-            self.log.info(
-                "status page on http://{host}:{port}/ (also /status.json, /metrics, "
-                "/readyz, /livez)",
-                host=getattr(host, "host", host),
-                port=getattr(host, "port", ""),
-            )
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
+        """
+        Stop in two steps.  First what serves: new clients are refused, the
+        policies stop, the workers accept what is queued, finish and exit;
+        the sockets close as soon as the queue is drained.  Then, once every
+        worker has exited, the rest in reverse order of starting: the status
+        page and C{/readyz} answer (503) until then.
+        """
+        Service.stopService(self)
         self.log.info(
             "stopping: {n} workers finish their connections (grace {grace:g}s)",
             n=len(self.pool.workers),
             grace=self.settings.grace,
         )
-        if self.limits.running:
-            self.limits.stopService()
-        self.starter.stop()
-        if self.autoscaler is not None and self.autoscaler.running:
-            self.autoscaler.stopService()
-        for listener in self.listeners:
-            listener.refuseNew()
-        d = self.pool.stop()
-        self.pool.whenDrained().addCallback(lambda _: self._drained())
-
-        def stopped(_: None) -> Any:
-            self.closeListeners()
-            self._signals.remove(self)
-            if self.scoreboard.running:
-                self.scoreboard.stopService()
-            if self._reaper is not None:
-                self._reaper.stopService()  # type: ignore[no-untyped-call]
-            if self._notifier is not None:
-                self.pool.observers.remove(self._notifier)
-                self._notifier.close()
-                self._notifier = None
-            self.log.info("all workers have exited")
-            port, self._statusPort = self._statusPort, None
-            return port.stopListening() if port is not None else None
-
-        d.addCallback(stopped)
+        self.listeners.refuseNew()
+        self.pool.whenDrained().addCallback(lambda _: self.listeners.closeDrained())
+        d: Deferred[Any] = self.serving.stopService()
+        d.addCallback(self._stopTheRest)
         return d
 
-    def _drained(self) -> None:
-        """
-        No worker will accept again: close the sockets now, so that new
-        clients are refused at once rather than queued and reset later.
-        """
-        if any(listener.socket is not None for listener in self.listeners):
-            self.log.info("workers drained the queue: closing the listening sockets")
-            self.closeListeners()
+    def _stopTheRest(self, _: object) -> Deferred[Any]:
+        self._signals.remove(self)
+        self.log.info("all workers have exited")
+        rest = [
+            child
+            for child in reversed(list(self))
+            if child is not self.serving and child.running
+        ]
+        return gatherResults(
+            [maybeDeferred(child.stopService) for child in rest], consumeErrors=True
+        ).addCallback(lambda _: None)
 
     # Workers.
 
@@ -304,9 +275,6 @@ class PreforkService(Service):
             )
         return worker
 
-    def _listenFDs(self) -> list[int]:
-        return [listener.fileno for listener in self.listeners]
-
     def _allowance(self) -> int:
         """
         A new worker's allowance: C{-m} plus a random share of the jitter,
@@ -323,7 +291,7 @@ class PreforkService(Service):
         exit non-zero once the reactor has stopped and twistd has cleaned
         up after itself.
         """
-        _exitStatusAtInterpreterExit(1)
+        exitWithStatusAtInterpreterExit(1)
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -345,19 +313,9 @@ class PreforkService(Service):
         self.pool.stopNow()
 
 
-def _exitStatusAtInterpreterExit(status: int) -> None:
+def _adopt(parent: MultiService, child: IService) -> None:
     """
-    twistd exits 0 whenever its reactor stops without a signal.  Registered
-    last, this runs first among the exit handlers, after twistd has removed
-    its pid file and stopped logging.
+    Make C{child} a child of C{parent}: started after the children before
+    it, stopped before them.
     """
-
-    def exitNow() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)
-
-    atexit.register(exitNow)
+    child.setServiceParent(parent)

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Mapping
 
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 from preforktwist.master.events import PoolEvent
@@ -79,3 +80,29 @@ class SystemdNotifier:
 
     def close(self) -> None:
         self.socket.close()
+
+
+class SystemdService(Service):
+    """
+    The notifier as a service: listening to the pool from before it starts
+    (so that systemd hears every event) until every worker has exited.
+    Outside systemd (no C{NOTIFY_SOCKET}) it does nothing.
+    """
+
+    def __init__(self, pool: Pool, environ: Mapping[str, str] = os.environ) -> None:
+        self.pool = pool
+        self.environ = environ
+        self.notifier: SystemdNotifier | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.notifier = SystemdNotifier.fromEnvironment(self.pool, self.environ)
+        if self.notifier is not None:
+            self.pool.observers.append(self.notifier)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        notifier, self.notifier = self.notifier, None
+        if notifier is not None:
+            self.pool.observers.remove(notifier)
+            notifier.close()

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Any
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from preforktwist.common.endpoints import ListenError, endpointError
+from preforktwist.common.logs import NamedLogger
 from preforktwist.master.status.health import LiveResource, Readiness, ReadyResource
 from preforktwist.master.status.metrics import MetricsUnavailableError, exposition
 from preforktwist.master.status.scoreboard import Scoreboard
@@ -85,3 +93,65 @@ def statusSite(scoreboard: Scoreboard) -> Site:
     site.displayTracebacks = False
     site.noisy = False
     return site
+
+
+class StatusListener(Service):
+    """
+    The status endpoint as a service, on Twisted's own endpoint (this
+    socket is the master's alone).  It listens as soon as it can, like the
+    serving sockets, so that a port in use is one line before anything
+    starts, and it stops listening last: while the pool drains, the page
+    and C{/readyz} still answer.
+    """
+
+    log = NamedLogger("preforktwist.service.PreforkService")
+
+    def __init__(self, reactor: IReactorCore, description: str, site: Site) -> None:
+        self.reactor = reactor
+        self.description = description
+        self.site = site
+        self.port: IListeningPort | None = None
+
+    def bind(self) -> None:
+        """
+        Listen now, if not yet.
+
+        @raise ListenError: at once, if it cannot.
+        """
+        if self.port is not None:
+            return
+        try:
+            endpoint = serverFromString(self.reactor, self.description)
+        except Exception as e:
+            raise ListenError(endpointError(self.description, e)) from None
+        outcome: list[Any] = []
+        endpoint.listen(self.site).addBoth(outcome.append)
+        if outcome and isinstance(outcome[0], Failure):
+            raise ListenError(
+                f"cannot listen on {self.description}: {outcome[0].getErrorMessage()}"
+            )
+        self.port = outcome[0] if outcome else None
+
+    def privilegedStartService(self) -> None:
+        self.bind()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.bind()
+        if self.port is not None:
+            host = self.port.getHost()
+            self.log.info(
+                "status page on http://{host}:{port}/ (also /status.json, /metrics, "
+                "/readyz, /livez)",
+                host=getattr(host, "host", host),
+                port=getattr(host, "port", ""),
+            )
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        result: Deferred[None] | None = port.stopListening()
+        return result
