@@ -60,6 +60,17 @@ def tool(name: str) -> str:
     return found
 
 
+def optionalTool(name: str) -> str:
+    """
+    L{tool}, or the bare name when it is missing (its version shows as
+    "?"): a run of some servers only needs those servers' programs.
+    """
+    try:
+        return tool(name)
+    except SystemExit:
+        return name
+
+
 # ---------------------------------------------------------------- servers
 
 
@@ -82,12 +93,31 @@ class Server:
     workers: int = 1
     maxConnections: int = 0
     setup: Callable[[int, str], None] | None = None
+    env: dict[str, str] | None = None  # added to the server's environment
 
     def command(self, port: int, tmp: str) -> list[str]:
         return self.argv(port, tmp)
 
 
-def preforktwist(workers: int, maxConnections: int, workload: str = "hello") -> Server:
+#: Accept-path variants of preforktwist for comparing designs (--accept-
+#: variants), chosen through the worker's environment until they become a
+#: setting: key suffix -> (label suffix, environment).
+ACCEPT_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "": ("", {}),
+    "plain": (" plain epoll", {"PREFORKTWIST_ACCEPT_WAKEUP": "plain"}),
+    "r0": (
+        " exclusive, no reorder",
+        {"PREFORKTWIST_ACCEPT_WAKEUP": "exclusive", "PREFORKTWIST_ACCEPT_REORDER": "0"},
+    ),
+    "r4": (" exclusive, reorder 4", {"PREFORKTWIST_ACCEPT_REORDER": "4"}),
+    "r64": (" exclusive, reorder 64", {"PREFORKTWIST_ACCEPT_REORDER": "64"}),
+}
+
+
+def preforktwist(
+    workers: int, maxConnections: int, workload: str = "hello", accept: str = ""
+) -> Server:
+    acceptLabel, acceptEnv = ACCEPT_VARIANTS[accept]
     protocol = (
         "preforktwist.examples.HelloHTTP"
         if workload == "hello"
@@ -114,9 +144,10 @@ def preforktwist(workers: int, maxConnections: int, workload: str = "hello") -> 
         return command
 
     key = f"pt-w{workers}-m{maxConnections}" + ("" if workload == "hello" else "-burn")
+    key += f"-{accept}" if accept else ""
     return Server(
         key=key,
-        label=f"preforktwist -w {workers} -m {maxConnections}{suffix}",
+        label=f"preforktwist -w {workers} -m {maxConnections}{suffix}{acceptLabel}",
         kind="preforktwist",
         workload=workload,
         argv=argv,
@@ -126,6 +157,7 @@ def preforktwist(workers: int, maxConnections: int, workload: str = "hello") -> 
         stopSignal=signal.SIGINT,  # Ctrl-C: the documented graceful stop
         workers=workers,
         maxConnections=maxConnections,
+        env=acceptEnv,
     )
 
 
@@ -301,16 +333,24 @@ def nginx(workers: int = 2) -> Server:
     )
 
 
-def allServers() -> list[Server]:
+def allServers(acceptVariants: bool = False) -> list[Server]:
+    variants = (
+        [preforktwist(w, 0, accept=a) for a in ACCEPT_VARIANTS if a for w in (2, 8)]
+        if acceptVariants
+        else []
+    )
     return [
         single(),
         preforktwist(2, 0),
         preforktwist(5, 0),
+        preforktwist(8, 0),
+        *variants,
         preforktwist(2, 1000),
         preforktwist(5, 1000),
         preforktwist(2, 100),
         naive(2),
         naive(5),
+        naive(8),
         forking(),
         perl(),
         gunicorn(2),
@@ -498,6 +538,7 @@ def startServer(
         [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(server.env or {})
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             server.command(port, tmp),
@@ -816,6 +857,258 @@ def timeline(
     return result
 
 
+# ------------------------------------------------------------ long-lived burst
+
+BURST_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+def establishedInodes(port: int) -> set[int]:
+    """
+    Socket inodes of the established TCP connections whose local port is
+    C{port}: the server's ends of its clients' connections.
+    """
+    inodes: set[int] = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], int(fields[9])
+                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(inode)
+        except OSError:
+            continue
+    return inodes
+
+
+def openPerWorker(session: int, master: int, port: int) -> list[int]:
+    """
+    Connections each worker holds open on C{port}, busiest first, counted
+    from the kernel's socket table and each worker's descriptors: the same
+    measure for every server, whatever it logs.
+    """
+    established = establishedInodes(port)
+    counts = []
+    for p in memory(session, master)["procs"]:
+        if p["role"] != "worker":
+            continue
+        held = 0
+        try:
+            for fd in os.listdir(f"/proc/{p['pid']}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{p['pid']}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and int(target[8:-1]) in established:
+                    held += 1
+        except OSError:
+            continue
+        counts.append(held)
+    return sorted(counts, reverse=True)
+
+
+def burst(server: Server, clients: int, window: float, outdir: str) -> dict[str, Any]:
+    """
+    Long-lived connections that arrive together: C{clients} connections
+    opened evenly over C{window} seconds, each sends one keep-alive request
+    and reads its answer, and all stay open while the connections each
+    worker holds are counted.
+    """
+    port = freePort()
+    tmp = tempfile.mkdtemp(prefix=f"bench-burst-{server.key}-")
+    log = os.path.join(tmp, "server.log")
+    result: dict[str, Any] = {"server": server.key, "clients": clients}
+    proc = startServer(server, port, tmp, log)
+    socks: list[socket.socket] = []
+    try:
+        waitReady(server, proc, port, log)
+        time.sleep(0.3)
+        errors = 0
+        t0 = time.monotonic()
+        for i in range(clients):
+            delay = t0 + i * window / clients - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                s = socket.create_connection((HOST, port), timeout=10)
+                s.sendall(BURST_REQUEST)
+            except OSError:
+                errors += 1
+                continue
+            socks.append(s)
+        result["connect_s"] = time.monotonic() - t0
+        for s in socks:
+            data = b""
+            try:
+                while not data.endswith(b"hello"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            if not (data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello")):
+                errors += 1
+        result["answered_s"] = time.monotonic() - t0
+        time.sleep(0.2)
+        counts = openPerWorker(proc.pid, proc.pid, port)
+        result["errors"] = errors
+        result["counts"] = counts
+        result["held"] = sum(counts)
+        if counts:
+            result["max_over_min"] = (
+                max(counts) / min(counts) if min(counts) else float("inf")
+            )
+    except (RuntimeError, OSError) as e:
+        result["failed"] = str(e)
+    finally:
+        for s in socks:
+            s.close()
+        stopServer(server, proc)
+    result["command"] = shlex.join(server.command(port, tmp))
+    if "failed" in result:
+        keep = os.path.join(outdir, "logs", f"burst-{server.key}.log")
+        os.makedirs(os.path.dirname(keep), exist_ok=True)
+        shutil.copy(log, keep)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def burstServers(acceptVariants: bool) -> list[Server]:
+    servers = [preforktwist(w, 0) for w in (2, 4, 8)]
+    if acceptVariants:
+        servers += [
+            preforktwist(w, 0, accept=a) for a in ("plain", "r0") for w in (2, 4, 8)
+        ]
+    return servers + [naive(w) for w in (2, 4, 8)]
+
+
+# ------------------------------------------------------------ replacement cost
+
+PT_ACCEPTING = re.compile(r"worker (\d+) \(pid (\d+)\) is accepting")
+
+
+def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
+    """
+    CPU of one replacement, all processes of the server: SIGTERM to one
+    accepting worker (it retires and asks for a replacement), until a new
+    worker is accepting and the old one is reaped; C{count} times, one
+    after the other, less the CPU the idle server uses in as long.  CPU is
+    counted in clock ticks (10 ms), hence the repetitions.
+    """
+    port = freePort()
+    tmp = tempfile.mkdtemp(prefix=f"bench-replace-{server.key}-")
+    log = os.path.join(tmp, "server.log")
+    result: dict[str, Any] = {"server": server.key, "replacements": count}
+    proc = startServer(server, port, tmp, log)
+    try:
+        waitReady(server, proc, port, log)
+        time.sleep(1.0)
+        t0, idle0 = time.monotonic(), cpuTicks(proc.pid)
+        time.sleep(3.0)
+        idleRate = (cpuTicks(proc.pid) - idle0) / (time.monotonic() - t0)
+        walls = []
+        before, start = cpuTicks(proc.pid), time.monotonic()
+        for _ in range(count):
+            seen = {n for n, _ in PT_ACCEPTING.findall(readText(log))}
+            pids = [p["pid"] for p in memory(proc.pid, proc.pid)["procs"]]
+            workers = [
+                int(pid)
+                for n, pid in PT_ACCEPTING.findall(readText(log))
+                if int(pid) in pids
+            ]
+            if not workers:
+                raise RuntimeError("no accepting worker to replace")
+            victim = workers[0]
+            t = time.monotonic()
+            os.kill(victim, signal.SIGTERM)
+            deadline = t + 30
+            while True:
+                now = {n for n, _ in PT_ACCEPTING.findall(readText(log))}
+                gone = not os.path.exists(f"/proc/{victim}")
+                if now - seen and gone:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no replacement accepting within 30 s")
+                time.sleep(0.005)
+            walls.append(time.monotonic() - t)
+        elapsed = time.monotonic() - start
+        ticks = cpuTicks(proc.pid) - before - idleRate * elapsed
+        result["cpu_ms_each"] = ticks / CLK_TCK / count * 1000
+        result["idle_cpu_ms_per_s"] = idleRate / CLK_TCK * 1000
+        result["wall_ms_median"] = statistics.median(walls) * 1000
+    except (RuntimeError, OSError) as e:
+        result["failed"] = str(e)
+    finally:
+        stopServer(server, proc)
+    result["command"] = shlex.join(server.command(port, tmp))
+    keep = os.path.join(outdir, "logs", f"replace-{server.key}.log")
+    os.makedirs(os.path.dirname(keep), exist_ok=True)
+    shutil.copy(log, keep)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def extraReport(
+    bursts: list[dict[str, Any]], replacements: list[dict[str, Any]]
+) -> list[str]:
+    """
+    RESULTS.md's sections for the long-lived burst and the replacement cost.
+    """
+    lines: list[str] = []
+    w = lines.append
+    if bursts:
+        w("## Long-lived burst: open connections per worker")
+        w("")
+        clients = bursts[0].get("clients")
+        w(
+            f"{clients} keep-alive clients connect evenly over the burst window, "
+            "each sends one request, reads its answer and stays open; then "
+            "the connections each worker holds are counted (kernel socket "
+            "table). Busiest / idlest per round; target <= 1.5."
+        )
+        w("")
+        w("| server | busiest / idlest, median (worst) | counts per round | errors |")
+        w("| --- | --- | --- | --- |")
+        keys = list(dict.fromkeys(b["server"] for b in bursts))
+        for key in keys:
+            mine = [b for b in bursts if b["server"] == key and "failed" not in b]
+            ratios = [b["max_over_min"] for b in mine if "max_over_min" in b]
+            m = med(ratios)
+            w(
+                f"| {key} | "
+                + (f"{fmtShare(m)} ({fmtShare(max(ratios))})" if m else "n/a")
+                + " | "
+                + "; ".join(str(b["counts"]) for b in mine)
+                + f" | {sum(b['errors'] for b in mine)} |"
+            )
+        w("")
+    if replacements:
+        w("## CPU of one replacement")
+        w("")
+        w(
+            "SIGTERM to one accepting worker until its replacement is "
+            "accepting and it is reaped, repeated; CPU of every process of "
+            "the server (clock ticks, reaped children included) less the "
+            "idle server's. Target <= 5 ms."
+        )
+        w("")
+        w("| server | CPU per replacement | wall, median | idle CPU |")
+        w("| --- | --- | --- | --- |")
+        for r in replacements:
+            if "failed" in r:
+                w(f"| {r['server']} | failed: {r['failed'][:80]} | | |")
+                continue
+            w(
+                f"| {r['server']} | {r['cpu_ms_each']:.1f} ms "
+                f"(x{r['replacements']}) | {r['wall_ms_median']:.0f} ms | "
+                f"{r['idle_cpu_ms_per_s']:.1f} ms/s |"
+            )
+        w("")
+    return lines
+
+
 # ------------------------------------------------------------ statistics
 
 
@@ -971,6 +1264,25 @@ def targets(
         lambda m: m >= 0.95,
     )
     check(
+        "2. connection rate, -w 8 vs -w 2",
+        ">= 0.95x",
+        ratios(runs, "pt-w8-m0", "pt-w2-m0", "close"),
+        lambda m: m >= 0.95,
+    )
+    check(
+        "2. CPU per connection, -w 8 vs -w 2",
+        "<= 1.05x",
+        ratios(runs, "pt-w8-m0", "pt-w2-m0", "close", "cpu_per_1000"),
+        lambda m: m <= 1.05,
+    )
+    check(
+        "2. (for comparison) naive pre-fork -w 8 vs -w 2",
+        "-",
+        ratios(runs, "naive-w8", "naive-w2", "close"),
+        lambda m: True,
+    )
+    rows[-1] = (*rows[-1][:3], "(reference)")
+    check(
         "2. (for comparison) naive pre-fork -w 5 vs -w 2",
         "-",
         ratios(runs, "naive-w5", "naive-w2", "close"),
@@ -1018,7 +1330,7 @@ def targets(
             ratios(runs, "pt-w2-m0", peer, "close"),
             lambda m, need=need: m >= need,
         )
-    for w in (2, 5):
+    for w in (2, 5, 8):
         for mode in MODES:
             check(
                 f"6. -w {w} vs naive pre-fork -w {w} ({mode})",
@@ -1026,7 +1338,7 @@ def targets(
                 ratios(runs, f"pt-w{w}-m0", f"naive-w{w}", mode),
                 lambda m: m >= 1.0,
             )
-    for w in (2, 5):
+    for w in (2, 5, 8):
         s = summary.get(f"pt-w{w}-m0/close", {})
         if "share_median" in s:
             rows.append(
@@ -1114,9 +1426,9 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "twisted": twisted,
         "wrk": capture(["wrk", "-v"]),
-        "nginx": capture([tool("nginx"), "-v"]),
-        "perl": capture([tool("perl"), "-e", "print $^V"]),
-        "gunicorn": capture([tool("gunicorn"), "--version"]),
+        "nginx": capture([optionalTool("nginx"), "-v"]),
+        "perl": capture([optionalTool("perl"), "-e", "print $^V"]),
+        "gunicorn": capture([optionalTool("gunicorn"), "--version"]),
         "preforktwist": CODE_NOTE
         or commit
         + (
@@ -1583,6 +1895,29 @@ def main() -> None:
     )
     parser.add_argument("--no-timelines", action="store_true")
     parser.add_argument(
+        "--accept-variants",
+        action="store_true",
+        help="also run preforktwist's other accept paths (plain epoll, "
+        "exclusive without reorder, other reorder intervals) at -w 2 and 8",
+    )
+    parser.add_argument(
+        "--burst-clients",
+        type=int,
+        default=300,
+        help="long-lived burst: clients (default 300; 0 skips the burst)",
+    )
+    parser.add_argument(
+        "--burst-window",
+        type=float,
+        default=1.0,
+        help="long-lived burst: seconds over which they connect (1.0)",
+    )
+    parser.add_argument(
+        "--replacements",
+        type=int,
+        help="replacement cost: replacements measured (20; 5 with --quick; 0 skips)",
+    )
+    parser.add_argument(
         "--snapshot",
         metavar="REV",
         help="run preforktwist/ as of this git revision (exported to a "
@@ -1603,6 +1938,8 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 8)
     args.timeline_duration = args.timeline_duration or (6 if args.quick else 16)
+    if args.replacements is None:
+        args.replacements = 5 if args.quick else 20
     outdir = args.out or (os.path.join(BENCH, "out", "quick") if args.quick else BENCH)
     os.makedirs(outdir, exist_ok=True)
     rawdir = os.path.join(BENCH, "out", "quick" if args.quick else "full")
@@ -1613,13 +1950,17 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (apt-get install wrk)")
 
-    servers = allServers()
+    servers = allServers(args.accept_variants)
+    bursters = burstServers(args.accept_variants) if args.burst_clients else []
+    replaced = [preforktwist(2, 0)] if args.replacements else []
     if args.only:
         servers = [
             s
             for s in servers
             if re.search(args.only, s.key) or s.key in ("single", "single-burn")
         ]
+        bursters = [s for s in bursters if re.search(args.only, s.key)]
+        replaced = [s for s in replaced if re.search(args.only, s.key)]
 
     def terminate(signum: int, frame: object) -> None:
         stopEverything()
@@ -1644,6 +1985,8 @@ def main() -> None:
     perRun = args.duration + 3.0
     runs: list[dict[str, Any]] = []
     timelines: list[dict[str, Any]] = []
+    bursts: list[dict[str, Any]] = []
+    replacements: list[dict[str, Any]] = []
     try:
         done = 0
         for rnd in range(args.rounds):
@@ -1677,6 +2020,34 @@ def main() -> None:
                     f"({elapsed / 60:.1f} min, ~{left / 60:.1f} min left)",
                     flush=True,
                 )
+        for rnd in range(args.rounds if bursters else 0):
+            for server in bursters if rnd % 2 == 0 else list(reversed(bursters)):
+                b = burst(server, args.burst_clients, args.burst_window, rawdir)
+                b["round"] = rnd
+                bursts.append(b)
+                if "failed" in b:
+                    what = "FAILED: " + b["failed"].splitlines()[0][:120]
+                else:
+                    what = (
+                        f"held {b['held']} open, per worker {b['counts']}, "
+                        f"busiest/idlest {fmtShare(b.get('max_over_min', 0))}, "
+                        f"errors {b['errors']}, connected in {b['connect_s']:.2f} s"
+                    )
+                print(
+                    f"[burst] round {rnd + 1}/{args.rounds} {server.label}: {what}",
+                    flush=True,
+                )
+        for server in replaced:
+            r = replacementCost(server, args.replacements, rawdir)
+            replacements.append(r)
+            if "failed" in r:
+                what = "FAILED: " + r["failed"].splitlines()[0][:120]
+            else:
+                what = (
+                    f"{r['cpu_ms_each']:.1f} ms CPU each (x{args.replacements}), "
+                    f"wall {r['wall_ms_median']:.0f} ms"
+                )
+            print(f"[replacement] {server.label}: {what}", flush=True)
         if not args.no_timelines:
             scenarios = [
                 (
@@ -1719,11 +2090,20 @@ def main() -> None:
     info["elapsed_s"] = f"{time.monotonic() - started:.0f}"
     with open(os.path.join(rawdir, "results.json"), "w") as f:
         json.dump(
-            {"info": info, "args": vars(args), "runs": runs, "timelines": timelines},
+            {
+                "info": info,
+                "args": vars(args),
+                "runs": runs,
+                "timelines": timelines,
+                "bursts": bursts,
+                "replacements": replacements,
+            },
             f,
             indent=1,
         )
-    writeReport(args, servers, runs, timelines, info, outdir, rawdir)
+    writeReport(
+        args, servers, runs, timelines, info, outdir, rawdir, bursts, replacements
+    )
 
 
 def writeReport(
@@ -1734,6 +2114,8 @@ def writeReport(
     info: dict[str, str],
     outdir: str,
     rawdir: str,
+    bursts: list[dict[str, Any]] | None = None,
+    replacements: list[dict[str, Any]] | None = None,
 ) -> None:
     summary = summarize(servers, runs)
     with open(os.path.join(rawdir, "summary.json"), "w") as f:
@@ -1749,6 +2131,7 @@ def writeReport(
         images,
         float(info.get("elapsed_s", 0)),
     )
+    text += "\n".join(["", *extraReport(bursts or [], replacements or [])])
     path = os.path.join(outdir, "RESULTS.md")
     with open(path, "w") as f:
         f.write(text)
@@ -1768,9 +2151,17 @@ def reportOnly(rawdir: str, outdir: str) -> None:
         data = json.load(f)
     args = argparse.Namespace(**data["args"])
     keys = {r["server"] for r in data["runs"]}
-    servers = [s for s in allServers() if s.key in keys]
+    servers = [s for s in allServers(True) if s.key in keys]
     writeReport(
-        args, servers, data["runs"], data["timelines"], data["info"], outdir, rawdir
+        args,
+        servers,
+        data["runs"],
+        data["timelines"],
+        data["info"],
+        outdir,
+        rawdir,
+        data.get("bursts"),
+        data.get("replacements"),
     )
 
 

@@ -11,6 +11,7 @@ fails here first.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import tempfile
@@ -21,9 +22,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SkipTest, TestCase
 
-from preforktwist.worker.accepting import AcceptBudget, adoptListener
+from preforktwist.worker import accepting
+from preforktwist.worker.accepting import AcceptBudget, adoptListener, exclusiveWakeups
 
 
 def pollUntil(condition: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
@@ -46,7 +49,11 @@ def settle() -> Deferred[None]:
     return deferLater(reactor, 0.2, lambda: None)
 
 
-class AdoptedPortTests(TestCase):
+class _PortTests(TestCase):
+    """
+    Shared sockets, clients and adopted ports for the tests below.
+    """
+
     timeout = 20
 
     def listen(self, family: int = socket.AF_INET) -> socket.socket:
@@ -106,6 +113,8 @@ class AdoptedPortTests(TestCase):
             budget,
         )
 
+
+class AdoptedPortTests(_PortTests):
     @inlineCallbacks
     def test_exactAllowance(self) -> Generator[Deferred[Any], Any, None]:
         """
@@ -213,3 +222,121 @@ class AdoptedPortTests(TestCase):
         assert budget.accepted == 3
         yield pollUntil(lambda: budget.accepted == 10)
         yield self.closeAll(budget, clients)
+
+
+def epollEvents(poller: Any, fd: int) -> int | None:
+    """
+    The event mask the kernel holds for C{fd} in epoll C{poller}, from
+    /proc/self/fdinfo; L{None} when it is not registered.
+    """
+    with open(f"/proc/self/fdinfo/{poller.fileno()}") as f:
+        for line in f:
+            fields = line.split()
+            if fields[:1] == ["tfd:"] and int(fields[1]) == fd:
+                return int(fields[3], 16)
+    return None
+
+
+class PlainRegistrationTests(AdoptedPortTests):
+    """
+    The same behaviour with Twisted's plain registration, the fallback for
+    reactors other than epoll.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(setattr, accepting, "ACCEPT_WAKEUP", accepting.ACCEPT_WAKEUP)
+        accepting.ACCEPT_WAKEUP = "plain"
+
+
+class ExclusiveRegistrationTests(_PortTests):
+    """
+    On the epoll reactor an adopted port waits with EPOLLEXCLUSIVE, in the
+    reactor's own epoll, and keeps doing so across pauses and reorders.
+    """
+
+    def setUp(self) -> None:
+        if not exclusiveWakeups(reactor):
+            raise SkipTest("not the epoll reactor, or no EPOLLEXCLUSIVE")
+
+    def events(self, port: Any) -> int | None:
+        """
+        The port's registration in the reactor's epoll: its direction and
+        the exclusive flag (the kernel adds EPOLLERR and EPOLLHUP itself).
+        """
+        mask = select.EPOLLIN | select.EPOLLOUT | select.EPOLLEXCLUSIVE
+        events = epollEvents(reactor._poller, port.fileno())  # type: ignore[attr-defined]
+        return None if events is None else events & mask
+
+    @inlineCallbacks
+    def test_exclusiveAcrossPauses(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        The flag is there from the start, the cap's pause removes the
+        registration, and the resume adds it back, exclusive again.
+        """
+        listener = self.listen()
+        budget = AcceptBudget(maxOpen=1)
+        port = self.adopt(listener, budget)
+        want = select.EPOLLIN | select.EPOLLEXCLUSIVE
+        assert self.events(port) == want
+        clients = self.connect(listener, 2)
+        yield pollUntil(lambda: budget.accepted == 1)
+        assert self.events(port) is None
+        clients[0].close()
+        yield pollUntil(lambda: budget.accepted == 2)
+        assert budget.open == 1
+        assert self.events(port) is None
+        clients[1].close()
+        yield pollUntil(lambda: budget.open == 0)
+        assert self.events(port) == want
+        yield self.closeAll(budget, clients)
+        assert self.events(port) is None
+
+    @inlineCallbacks
+    def test_standbyThenActivate(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A standby's port is not registered at all until it is released.
+        """
+        listener = self.listen()
+        budget = AcceptBudget()
+        budget.held = True
+        port = self.adopt(listener, budget)
+        assert self.events(port) is None
+        budget.release()
+        assert self.events(port) == select.EPOLLIN | select.EPOLLEXCLUSIVE
+        yield self.closeAll(budget, [])
+
+    @inlineCallbacks
+    def test_reorder(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Every REORDER_EVERY accepts the registration is deleted and added
+        again (a new place in the wait queue), still exclusive, and nothing
+        queued is lost on the way.
+        """
+        listener = self.listen()
+        budget = AcceptBudget()
+        budget.batch = 1
+        port = self.adopt(listener, budget)
+        readds: list[int] = []
+        original = port.startReading
+
+        def counting() -> None:
+            readds.append(budget.accepted)
+            original()
+
+        port.startReading = counting
+        count = accepting.REORDER_EVERY * 2 + 1
+        clients = self.connect(listener, count)
+        yield pollUntil(lambda: budget.accepted == count)
+        every = accepting.REORDER_EVERY
+        assert readds == [every, 2 * every]
+        assert self.events(port) == select.EPOLLIN | select.EPOLLEXCLUSIVE
+        yield self.closeAll(budget, clients)
+
+    def test_plainWhenNotEpoll(self) -> None:
+        """
+        Any other reactor gets Twisted's own registration.
+        """
+        from twisted.internet.pollreactor import PollReactor
+
+        assert not exclusiveWakeups(PollReactor())
+        assert not exclusiveWakeups(MemoryReactor())

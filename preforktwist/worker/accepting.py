@@ -15,10 +15,26 @@ The UNIX port also undoes two behaviours of Twisted's C{unix.Port} that are
 right for a socket a process owns and wrong for a shared, adopted one: it
 neither re-C{listen}s nor C{chmod}s on start, and never unlinks the path or
 C{shutdown}s the socket on stop.
+
+Every worker waits on the same listening sockets.  Registered plainly in
+epoll, each connection wakes every idle worker (the thundering herd: CPU per
+connection grows with the pool).  On Linux's epoll reactor the ports
+register their own descriptor with C{EPOLLIN | EPOLLEXCLUSIVE} instead, so
+the kernel wakes one waiting worker.  The flag is accepted only when a
+descriptor is added (C{EPOLL_CTL_MOD} gives C{EINVAL}), which suits a
+listening port: it only ever reads, so pausing is a delete and resuming an
+add.  It must be the reactor's own epoll: an inner epoll holding the socket
+exclusively, itself polled by the reactor's, wakes every worker again.
+Exclusive wake-ups favour the worker that has waited longest in the
+socket's wait queue; re-adding the registration every L{REORDER_EVERY}
+accepts sends the worker to the back of that queue, as nginx does.  Any
+other reactor (poll, select, non-Linux) gets Twisted's plain registration.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +46,35 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 _log = Logger(namespace="preforktwist.accepting")
+
+try:
+    from twisted.internet.epollreactor import EPollReactor
+except ImportError:  # no epoll: not Linux
+    EPollReactor = None  # type: ignore[assignment,misc]
+
+#: How a worker waits on the shared sockets: C{"exclusive"} (one worker
+#: woken per connection, where the reactor is epoll) or C{"plain"}
+#: (Twisted's registration: every idle worker woken).  To become a setting;
+#: until then the benchmark chooses through the environment.
+ACCEPT_WAKEUP = os.environ.get("PREFORKTWIST_ACCEPT_WAKEUP", "exclusive")
+#: Re-add an exclusive registration after this many accepts, which moves
+#: the worker to the back of the socket's wait queue; 0 never does.
+REORDER_EVERY = int(os.environ.get("PREFORKTWIST_ACCEPT_REORDER", "16"))
+
+_EPOLLEXCLUSIVE: int | None = getattr(select, "EPOLLEXCLUSIVE", None)
+
+
+def exclusiveWakeups(reactor: object) -> bool:
+    """
+    Whether ports adopted into C{reactor} register exclusively: only in
+    Twisted's own epoll reactor, whose registrations we know how to make.
+    """
+    return (
+        ACCEPT_WAKEUP == "exclusive"
+        and _EPOLLEXCLUSIVE is not None
+        and EPollReactor is not None
+        and isinstance(reactor, EPollReactor)
+    )
 
 
 class AcceptBudget:
@@ -125,7 +170,7 @@ class AcceptBudget:
         self.held = False
         if self.room() != 0:
             for port in self.ports:
-                port.startReading()  # type: ignore[no-untyped-call]
+                port.startReading()
 
     def recordClosed(self) -> None:
         self.open -= 1
@@ -135,7 +180,7 @@ class AcceptBudget:
         elif self.maxOpen and self.room() == self.maxOpen - self.open == 1:
             # The cap had paused the ports; there is room again.
             for port in self.ports:
-                port.startReading()  # type: ignore[no-untyped-call]
+                port.startReading()
         if self.open == 0:
             self._onIdle()
 
@@ -250,7 +295,57 @@ class _BudgetedPortMixin:
 
     budget: AcceptBudget
     sessionno: int
+    reactor: Any
+    fileno: Callable[[], int]
     _batch: int = 100
+    #: Register exclusively (decided when the port is adopted).
+    _exclusive: bool = False
+    #: Accepts since the registration was last added.
+    _sinceAdded: int = 0
+
+    def startReading(self) -> None:
+        if not self._exclusive:
+            super().startReading()  # type: ignore[misc]
+            return
+        reactor = self.reactor
+        assert _EPOLLEXCLUSIVE is not None
+        if self.fileno() in reactor._reads:
+            return
+        try:
+            # Twisted's own bookkeeping, with our flags.  A port never
+            # writes, so this is always EPOLL_CTL_ADD, never a modify.
+            reactor._add(
+                self,
+                reactor._reads,
+                reactor._writes,
+                reactor._selectables,
+                select.EPOLLIN | _EPOLLEXCLUSIVE,
+                select.EPOLLOUT,
+            )
+        except OSError as e:
+            # A kernel older than 4.5 says EINVAL: wait the plain way.
+            _log.info(
+                "exclusive wake-ups refused ({error}); using plain epoll", error=e
+            )
+            self._exclusive = False
+            super().startReading()  # type: ignore[misc]
+            return
+        self._sinceAdded = 0
+
+    def _reorder(self, accepted: int) -> None:
+        """
+        After every L{REORDER_EVERY} accepts, delete and re-add the
+        registration: the kernel wakes exclusive waiters in queue order, so
+        this hands the next connections to the siblings.
+        """
+        self._sinceAdded += accepted
+        if (
+            REORDER_EVERY
+            and self._sinceAdded >= REORDER_EVERY
+            and self.fileno() in self.reactor._reads
+        ):
+            self.reactor.removeReader(self)
+            self.startReading()
 
     @property
     def numberAccepts(self) -> int:
@@ -272,7 +367,10 @@ class _BudgetedPortMixin:
         before = self.sessionno
         _emfile.hit = False
         super().doRead()  # type: ignore[misc]
-        self.budget.recordAccepted(self.sessionno - before)
+        accepted = self.sessionno - before
+        self.budget.recordAccepted(accepted)
+        if self._exclusive and accepted:
+            self._reorder(accepted)
         if _emfile.hit:
             self._outOfDescriptors()
 
@@ -296,7 +394,7 @@ class _BudgetedPortMixin:
 
     def _resumeAfterEMFILE(self) -> None:
         if getattr(self, "connected", False) and self.budget.room() != 0:
-            self.startReading()  # type: ignore[attr-defined]
+            self.startReading()
 
     def drainQueue(self) -> bool:
         """
@@ -330,9 +428,9 @@ class BudgetedUNIXPort(_BudgetedPortMixin, unix.Port):
         self.factory.doStart()
         self.connected = True
         self.socket = skt
-        self.fileno = skt.fileno  # type: ignore[method-assign]
+        self.fileno = skt.fileno
         self.numberAccepts = 100
-        self.startReading()  # type: ignore[no-untyped-call]
+        self.startReading()
 
     def connectionLost(self, reason: Failure) -> None:
         # Skip unix.Port's unlink of the path: the master owns the file.
@@ -364,6 +462,7 @@ def adoptListener(
             reactor, fd, family, factory
         )
     port.budget = budget
+    port._exclusive = exclusiveWakeups(reactor)
     budget.ports.append(port)
     port.startListening()
     if budget.room() == 0:
