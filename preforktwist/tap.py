@@ -65,7 +65,7 @@ class Options(usage.Options):
     settings: Settings
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        usage.Options.__init__(self)
         for s in _REPEATABLE:
             self[s.flag] = []
 
@@ -75,7 +75,7 @@ class Options(usage.Options):
         status 1, instead of twistd's whole usage text before it.
         """
         try:
-            super().parseOptions(options)  # type: ignore[no-untyped-call]
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             reason = str(e).removeprefix("Parameter type enforcement failed: ")
             raise SystemExit(f"twistd preforked: {reason}") from None

@@ -108,7 +108,7 @@ def test_scoreboard_samples_while_it_runs_as_a_service() -> None:
     scoreboard = Scoreboard(h.pool, [], h.clock)
     assert IService.providedBy(scoreboard)
     parent = MultiService()
-    scoreboard.setServiceParent(parent)  # type: ignore[no-untyped-call]
+    scoreboard.setServiceParent(parent)
     parent.startService()
     assert scoreboard.running
     assert scoreboard.startedAt == 100

@@ -18,6 +18,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
+from preforktwist.common.reactors import preforkReactor
 from preforktwist.master.forkclient import ForkServerProcess
 from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.service import PreforkService
@@ -62,7 +63,7 @@ class ProcessReactor(MemoryReactorClock):
     """
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        MemoryReactorClock.__init__(self)
         self.spawned: list[FakeProcess] = []
         self.spawnError: Exception | None = None
         self._nextPid = 1000
@@ -190,7 +191,7 @@ def newWorker(number: int, reactor: ProcessReactor, pool: FakePool) -> WorkerPro
 
 def forkStarter(reactor: ProcessReactor, listenFDs: list[int]) -> ForkServerStarter:
     return ForkServerStarter(
-        reactor,
+        preforkReactor(reactor),
         lambda: listenFDs,
         newServer=FakeForkServer,  # type: ignore[arg-type]
         descriptions=["tcp:8080"],
@@ -238,7 +239,7 @@ def test_command_line_chooses_the_starter() -> None:
 
 def test_fresh_interpreter(listening: list[int]) -> None:
     reactor, pool = ProcessReactor(), FakePool()
-    starter = FreshInterpreterStarter(reactor, lambda: listening)
+    starter = FreshInterpreterStarter(preforkReactor(reactor), lambda: listening)
     worker = newWorker(1, reactor, pool)
     starter.startWorker(worker, config(1))
     (process,) = reactor.spawned
@@ -399,7 +400,7 @@ def test_stop_fails_the_waiting_workers(
 def connectedServer(
     reactor: ProcessReactor, listening: list[int]
 ) -> tuple[ForkServerProcess, Any, StringTransport]:
-    server = ForkServerProcess(reactor)
+    server = ForkServerProcess(preforkReactor(reactor))
     server.start("twisted.internet.epollreactor", listening)
     (_, _, factory) = reactor.adoptedStreamConnections[-1]
     channel = factory.buildProtocol(None)
@@ -539,7 +540,7 @@ def test_template_reads_commands_across_reads() -> None:
         + b"\nwhatever\nclose\n"
     )
     for i in range(0, len(data), 7):
-        commands.dataReceived(data[i : i + 7])  # type: ignore[no-untyped-call]
+        commands.dataReceived(data[i : i + 7])
     assert template.calls == [config(1), config(2), "close"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IFileDescriptorReceiver
@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import adoptStream
 from preforktwist.master.handle import spawnWithChannel
 from preforktwist.master.procfs import isRunning
@@ -59,7 +60,7 @@ class _Channel(LineOnlyReceiver):
         self._fds: list[int] = []
 
     def send(self, command: forking.Command) -> None:
-        self.sendLine(forking.encode(command))  # type: ignore[no-untyped-call]
+        self.sendLine(forking.encode(command))
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         self._fds.append(descriptor)
@@ -90,7 +91,7 @@ class ForkServerProcess(ProcessProtocol):
 
     log = NamedLogger("preforktwist.forkclient.ForkServer")
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IPreforkReactor) -> None:
         self.reactor = reactor
         self.alive = False
         self.pid: int | None = None

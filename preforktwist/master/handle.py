@@ -19,6 +19,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import adoptStream
 from preforktwist.master.pool import WorkerState
 from preforktwist.protocol.config import WorkerConfig
@@ -108,7 +109,10 @@ def describeEnd(reason: Failure) -> str:
 
 
 def spawnWithChannel(
-    reactor: Any, protocol: ProcessProtocol, module: list[str], listenFDs: list[int]
+    reactor: IPreforkReactor,
+    protocol: ProcessProtocol,
+    module: list[str],
+    listenFDs: list[int],
 ) -> int:
     """
     Start C{python -m MODULE ARGS...} with a control channel (a socketpair)
@@ -189,7 +193,7 @@ class _LogLines(LineReceiver):
         """
         The stream ended: a last line without its newline is still a line.
         """
-        rest = self.clearLineBuffer()  # type: ignore[no-untyped-call]
+        rest = self.clearLineBuffer()
         if rest:
             self.worker.relay(self.childFD, rest)
 
@@ -205,7 +209,7 @@ class WorkerProcess(ProcessProtocol):
 
     log = NamedLogger("preforktwist.process.WorkerProcess")
 
-    def __init__(self, number: int, pool: Pool, reactor: Any) -> None:
+    def __init__(self, number: int, pool: Pool, reactor: IPreforkReactor) -> None:
         self.number = number
         self.pool = pool
         self.reactor = reactor
@@ -262,7 +266,7 @@ class WorkerProcess(ProcessProtocol):
         lines = self._lines.get(childFD)
         if lines is None:
             lines = self._lines[childFD] = _LogLines(self, childFD)
-        lines.dataReceived(data)  # type: ignore[no-untyped-call]
+        lines.dataReceived(data)
 
     def relay(self, childFD: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
@@ -294,7 +298,7 @@ class WorkerProcess(ProcessProtocol):
         if self.control is None or self.control.transport is None:
             self._signal("TERM")
             return done
-        d = self.control.callRemote(command)  # type: ignore[no-untyped-call]
+        d = self.control.callRemote(command)
         d.addCallbacks(lambda _: done.callback(None), lambda f: self._signal("TERM"))
         return done
 

@@ -266,10 +266,10 @@ class ListeningSockets(Service):
 
     def privilegedStartService(self) -> None:
         self.bind()
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        Service.privilegedStartService(self)
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.bind()
         for listener in self.listeners:
             self.log.info(
@@ -297,5 +297,5 @@ class ListeningSockets(Service):
             listener.close()
 
     def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         self.close()

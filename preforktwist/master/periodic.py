@@ -30,15 +30,15 @@ class PeriodicService(TimerService):
     def __init__(
         self, step: float, call: Callable[[], object], clock: IReactorTime
     ) -> None:
-        super().__init__(step, call)  # type: ignore[no-untyped-call]
+        TimerService.__init__(self, step, call)
         self.clock = clock
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
+        TimerService.startService(self)
 
     def stopService(self) -> Deferred[None]:
         """
         @return: fires once the call under way, if any, has finished.
         """
-        d: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]
+        d: Deferred[None] = TimerService.stopService(self)
         return d

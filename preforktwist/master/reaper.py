@@ -48,7 +48,7 @@ class OrphanReaper(TimerService):
     log = Logger()
 
     def __init__(self, interval: float = REAP_INTERVAL) -> None:
-        super().__init__(interval, self.reapOrphans)  # type: ignore[no-untyped-call]
+        TimerService.__init__(self, interval, self.reapOrphans)
         self.reaped = 0
 
     def startService(self) -> None:
@@ -56,7 +56,7 @@ class OrphanReaper(TimerService):
             "running as PID 1: reaping orphaned processes every {interval:g}s",
             interval=self.step,
         )
-        super().startService()  # type: ignore[no-untyped-call]
+        TimerService.startService(self)
 
     def reapOrphans(self) -> int:
         """

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from preforktwist.common.endpoints import parseListen
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
@@ -71,7 +72,7 @@ class PreforkService(MultiService):
         listen: str | Sequence[str] | None = None,
         *,
         settings: Settings | None = None,
-        reactor: Any = None,
+        reactor: object | None = None,
         **keywords: Any,
     ) -> None:
         """
@@ -93,11 +94,9 @@ class PreforkService(MultiService):
             settings = Settings(**keywords)
         elif keywords:
             raise TypeError("give settings= or keywords, not both")
-        if reactor is None:
-            from twisted.internet import reactor
-        super().__init__()  # type: ignore[no-untyped-call]
+        MultiService.__init__(self)
         self.settings = settings
-        self.reactor = reactor
+        self.reactor = reactor = preforkReactor(reactor)
         # The children, in the order they start (see L{stopService} for how
         # they stop).
         self.listeners = ListeningSockets(
@@ -202,7 +201,7 @@ class PreforkService(MultiService):
         Bind every socket (the children do) while twistd may still be root:
         C{twistd --uid/--gid} can serve a low port with unprivileged workers.
         """
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        MultiService.privilegedStartService(self)
 
     def startService(self) -> None:
         if self.settings.factory is None and self.settings.protocol is None:
@@ -216,7 +215,7 @@ class PreforkService(MultiService):
             f"({self.pool.size} workers)"
         )
         self._signals.add(self)
-        super().startService()  # type: ignore[no-untyped-call]
+        MultiService.startService(self)
 
     def stopService(self) -> Deferred[None]:
         """

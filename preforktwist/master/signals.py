@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from twisted.logger import Logger
 
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.master.logfiles import reopenLogFiles
 
 log = Logger(namespace="preforktwist.signals")
@@ -47,7 +48,7 @@ class Signals:
     that stop, kills every pool's workers at once.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IPreforkReactor) -> None:
         self.reactor = reactor
         self.pools: list[SignalledPool] = []
         self.stopping = False
@@ -110,7 +111,7 @@ class Signals:
 _byReactor: dict[int, Signals] = {}
 
 
-def signalsFor(reactor: Any) -> Signals:
+def signalsFor(reactor: IPreforkReactor) -> Signals:
     """
     The one L{Signals} of C{reactor}.
     """

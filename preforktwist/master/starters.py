@@ -19,6 +19,7 @@ from typing import Any
 from zope.interface import Interface, implementer
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.master.forkclient import ForkServerProcess
 from preforktwist.master.handle import WorkerProcess, spawnWithChannel
 from preforktwist.protocol.config import WorkerConfig
@@ -69,7 +70,9 @@ class FreshInterpreterStarter:
     one imports the code on disk, so there is nothing to renew.
     """
 
-    def __init__(self, reactor: Any, listenFDs: Callable[[], Sequence[int]]) -> None:
+    def __init__(
+        self, reactor: IPreforkReactor, listenFDs: Callable[[], Sequence[int]]
+    ) -> None:
         """
         @param listenFDs: the listening sockets, in order, as they are now.
         """
@@ -113,7 +116,7 @@ class ForkServerStarter:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IPreforkReactor,
         listenFDs: Callable[[], Sequence[int]],
         newServer: Callable[[Any], ForkServerProcess] = ForkServerProcess,
         descriptions: Sequence[str] = (),

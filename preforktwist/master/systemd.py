@@ -95,13 +95,13 @@ class SystemdService(Service):
         self.notifier: SystemdNotifier | None = None
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.notifier = SystemdNotifier.fromEnvironment(self.pool, self.environ)
         if self.notifier is not None:
             self.pool.observers.append(self.notifier)
 
     def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         notifier, self.notifier = self.notifier, None
         if notifier is not None:
             self.pool.observers.remove(notifier)

@@ -26,11 +26,11 @@ class WorkersService(Service):
         self.starter = starter
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.starter.start()
         self.pool.start()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         self.starter.stop()
         return self.pool.stop()

@@ -101,7 +101,7 @@ class ReplaceCauseArgument(amp.Argument):
     """
 
     def __init__(self, optional: bool = False) -> None:
-        super().__init__(optional)  # type: ignore[no-untyped-call]
+        amp.Argument.__init__(self, optional)
 
     def fromString(self, inString: bytes) -> ReplaceCause:
         return ReplaceCause(inString.decode("utf-8"))

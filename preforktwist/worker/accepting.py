@@ -454,13 +454,9 @@ def adoptListener(
     tcp._reservedFD = _emfile  # type: ignore[assignment]
     port: Any
     if family == socket.AF_UNIX:
-        port = BudgetedUNIXPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
-            reactor, fd, factory
-        )
+        port = BudgetedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     else:
-        port = BudgetedTCPPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
-            reactor, fd, family, factory
-        )
+        port = BudgetedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
     port.budget = budget
     port._exclusive = exclusiveWakeups(reactor)
     budget.ports.append(port)

@@ -152,7 +152,7 @@ class ForkTemplate:
         if not data:
             self.close()
             return
-        self._commands.dataReceived(data)  # type: ignore[no-untyped-call]
+        self._commands.dataReceived(data)
 
     def _send(self, report: forking.Report, fds: list[int] | None = None) -> None:
         line = forking.encode(report) + forking.DELIMITER

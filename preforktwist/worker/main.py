@@ -30,6 +30,7 @@ from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 from preforktwist.common.lifeline import dieWithParent, leaveTerminalGroup
+from preforktwist.common.reactors import preforkReactor
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
 from preforktwist.worker.serving import Worker
@@ -125,9 +126,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
     """
     leaveTerminalGroup()
     _installReactor(config.reactor)
-    from twisted.internet import reactor as installed
-
-    reactor: Any = installed
+    reactor = preforkReactor()
 
     globalLogBeginner.beginLoggingTo(
         [_PipeObserver(sys.__stdout__, sys.__stderr__)],  # type: ignore[arg-type]

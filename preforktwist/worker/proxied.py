@@ -72,7 +72,7 @@ class _HeaderFirst(HAProxyProtocolWrapper):
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         if self._connected:
-            super().connectionLost(reason)  # type: ignore[no-untyped-call]
+            HAProxyProtocolWrapper.connectionLost(self, reason)
         else:
             self.factory.unregisterProtocol(self)
 

@@ -19,6 +19,7 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import adoptStream
 from preforktwist.common.titles import setTitle, workerTitle
 from preforktwist.protocol.config import WorkerConfig
@@ -91,7 +92,7 @@ class Worker:
 
     log = NamedLogger("preforktwist.serving.Worker")
 
-    def __init__(self, config: WorkerConfig, reactor: Any) -> None:
+    def __init__(self, config: WorkerConfig, reactor: IPreforkReactor) -> None:
         self.config = config
         self.reactor = reactor
         self.exitStatus = 0
@@ -212,7 +213,7 @@ class Worker:
         here: L{controlLost} deals with that.
         """
         assert self.control is not None
-        d = self.control.callRemote(command, **kwargs)  # type: ignore[no-untyped-call]
+        d = self.control.callRemote(command, **kwargs)
         d.addErrback(lambda f: None)
         return d
 

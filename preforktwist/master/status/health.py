@@ -72,7 +72,7 @@ class ReadyResource(Resource):
     isLeaf = True
 
     def __init__(self, readiness: Readiness) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.readiness = readiness
 
     def render_GET(self, request: Request) -> bytes:
@@ -88,7 +88,7 @@ class LiveResource(Resource):
     isLeaf = True
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
 
     def render_GET(self, request: Request) -> bytes:
         return _plain(request, 200, "ok: the master's reactor answered")

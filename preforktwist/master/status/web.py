@@ -32,7 +32,7 @@ class _Page(Resource):
     isLeaf = True
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.html = (
             resources.files("preforktwist.master.status")
             .joinpath("status.html")
@@ -52,7 +52,7 @@ class _FromScoreboard(Resource):
     isLeaf = True
 
     def __init__(self, scoreboard: Scoreboard) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.scoreboard = scoreboard
 
 
@@ -134,10 +134,10 @@ class StatusListener(Service):
 
     def privilegedStartService(self) -> None:
         self.bind()
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        Service.privilegedStartService(self)
 
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.bind()
         if self.port is not None:
             host = self.port.getHost()
@@ -149,7 +149,7 @@ class StatusListener(Service):
             )
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         port, self.port = self.port, None
         if port is None:
             return None
