@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from preforktwist.common.endpoints import ListenError, parseListen
 from preforktwist.protocol.config import WorkerConfig
@@ -75,8 +75,12 @@ class Kind:
     or raise L{ValueError} with the reason alone (L{Setting} adds the flag).
     """
 
-    #: What C{--help} adds after the help text, e.g. C{"(a whole number)"}.
-    coerceDoc: str | None = None
+    @property
+    def coerceDoc(self) -> str | None:
+        """
+        What C{--help} adds after the help text, e.g. C{"(a whole number)"}.
+        """
+        return None
 
     def parse(self, text: str) -> Any:
         return self.check(text)
@@ -116,25 +120,40 @@ class Flag(Kind):
 
 
 @dataclass(frozen=True)
-class Whole(Kind):
+class Ranged(Kind):
+    """
+    A number from C{low} to C{high}, read from the command line by
+    L{convert}; C{what} names the range in messages and in C{--help}.
+    """
+
+    low: float
+    high: float
+    what: str
+
+    #: How the command line's text becomes a number.
+    convert: ClassVar[Callable[[str], float]]
+
+    @property
+    def coerceDoc(self) -> str:
+        return f"({self.what})"
+
+    def parse(self, text: str) -> Any:
+        try:
+            value = type(self).convert(text)
+        except ValueError:
+            raise ValueError(f"must be {self.what}, not {text!r}") from None
+        return self.check(value, repr(text))
+
+
+@dataclass(frozen=True)
+class Whole(Ranged):
     """
     A whole number from C{low} to C{high}.
     """
 
     low: int
     high: int
-    what: str
-
-    @property
-    def coerceDoc(self) -> str:  # type: ignore[override]
-        return f"({self.what})"
-
-    def parse(self, text: str) -> Any:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"must be {self.what}, not {text!r}") from None
-        return self.check(value, repr(text))
+    convert = int
 
     def check(self, value: Any, shown: str | None = None) -> Any:
         if (
@@ -147,25 +166,12 @@ class Whole(Kind):
 
 
 @dataclass(frozen=True)
-class Number(Kind):
+class Number(Ranged):
     """
     A finite number from C{low} to C{high}, kept as a float.
     """
 
-    low: float
-    high: float
-    what: str
-
-    @property
-    def coerceDoc(self) -> str:  # type: ignore[override]
-        return f"({self.what})"
-
-    def parse(self, text: str) -> Any:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"must be {self.what}, not {text!r}") from None
-        return self.check(value, repr(text))
+    convert = float
 
     def check(self, value: Any, shown: str | None = None) -> Any:
         shown = shown or repr(value)
@@ -186,7 +192,7 @@ class OffOrAtLeast(Number):
     least: float = 1
 
     @property
-    def coerceDoc(self) -> str:  # type: ignore[override]
+    def coerceDoc(self) -> str:
         return f"(0 to disable, or {self.least:g} to {self.high:g} seconds)"
 
     def check(self, value: Any, shown: str | None = None) -> Any:

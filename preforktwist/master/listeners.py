@@ -220,7 +220,39 @@ def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:
     return queued, limit
 
 
-class ListeningSockets(Service):
+class BindsEarly(Service):
+    """
+    A service that listens as early as it can: in C{privilegedStartService}
+    when twistd calls it (before dropping privileges, so a low port can be
+    bound), or else in C{startService}.  A port in use is then one line
+    before any worker starts.  Subclasses say how to L{bind} and what to
+    L{announce} once listening.
+    """
+
+    def bind(self) -> None:
+        """
+        Listen now, if not yet.
+
+        @raise ListenError: with a one-line reason.
+        """
+        raise NotImplementedError
+
+    def announce(self) -> None:
+        """
+        Log where this service listens, once it runs.
+        """
+
+    def privilegedStartService(self) -> None:
+        self.bind()
+        Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.bind()
+        self.announce()
+
+
+class ListeningSockets(BindsEarly):
     """
     Every listening socket of one server, as a service: bound in
     L{privilegedStartService} (while twistd may still be root), held for the
@@ -264,13 +296,7 @@ class ListeningSockets(Service):
             self.close()
             raise
 
-    def privilegedStartService(self) -> None:
-        self.bind()
-        Service.privilegedStartService(self)
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.bind()
+    def announce(self) -> None:
         for listener in self.listeners:
             self.log.info(
                 "{description} listening on {address} (backlog {backlog})",

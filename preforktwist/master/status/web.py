@@ -23,6 +23,7 @@ from twisted.web.server import Request, Site
 
 from preforktwist.common.endpoints import ListenError, endpointError
 from preforktwist.common.logs import NamedLogger
+from preforktwist.master.listeners import BindsEarly
 from preforktwist.master.status.health import LiveResource, Readiness, ReadyResource
 from preforktwist.master.status.metrics import MetricsUnavailableError, exposition
 from preforktwist.master.status.scoreboard import Scoreboard
@@ -95,7 +96,7 @@ def statusSite(scoreboard: Scoreboard) -> Site:
     return site
 
 
-class StatusListener(Service):
+class StatusListener(BindsEarly):
     """
     The status endpoint as a service, on Twisted's own endpoint (this
     socket is the master's alone).  It listens as soon as it can, like the
@@ -132,13 +133,7 @@ class StatusListener(Service):
             )
         self.port = outcome[0] if outcome else None
 
-    def privilegedStartService(self) -> None:
-        self.bind()
-        Service.privilegedStartService(self)
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.bind()
+    def announce(self) -> None:
         if self.port is not None:
             host = self.port.getHost()
             self.log.info(
