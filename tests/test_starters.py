@@ -128,6 +128,7 @@ class FakeForkServer:
         self.forks: list[int] = []
         self.waiting: list[WorkerProcess] = []
         self.closed = False
+        self.rehome: Any = None
         FakeForkServer.made.append(self)
 
     def start(
@@ -143,11 +144,22 @@ class FakeForkServer:
         self.forks.append(worker.number)
         self.waiting.append(worker)
 
-    def close(self) -> list[WorkerProcess]:
+    def close(self, keepWaiting: bool = False) -> list[WorkerProcess]:
         self.alive = False
         self.closed = True
+        if keepWaiting:
+            return []
         waiting, self.waiting = self.waiting, []
         return waiting
+
+    def end(self) -> None:
+        """
+        The process ends with its requests unforked, as a real one's
+        L{ForkServerProcess._failWaiting} does.
+        """
+        waiting, self.waiting = self.waiting, []
+        if waiting and self.rehome is not None:
+            self.rehome(waiting)
 
 
 @pytest.fixture
@@ -351,9 +363,13 @@ def test_no_restart_once_stopped(
 # Renewal and stop.
 
 
-def test_reload_hands_waiting_workers_to_the_new_server(
+def test_reload_leaves_waiting_workers_to_the_old_server(
     listening: list[int], fakeServers: list[FakeForkServer]
 ) -> None:
+    """
+    The old server forks what it was asked before its close: asking the
+    new one too would make each worker twice.
+    """
     reactor, pool = ProcessReactor(), FakePool()
     starter = forkStarter(reactor, listening)
     starter.start()
@@ -362,20 +378,55 @@ def test_reload_hands_waiting_workers_to_the_new_server(
     starter.renew()
     old, new = fakeServers
     assert old.closed and not new.closed
-    assert new.forks == [1, 2]
+    assert [w.number for w in old.waiting] == [1, 2]
+    assert new.forks == []
     assert reactor.spawned == []
 
 
-def test_reload_without_a_new_server_starts_waiting_workers_fresh(
+def test_renewed_server_that_ends_first_hands_its_requests_on(
+    listening: list[int], fakeServers: list[FakeForkServer]
+) -> None:
+    """
+    The ordering that counted as a boot failure: a renewal closed the
+    server a worker waited for, and it ended before forking it.  The
+    worker is asked of the new server, and nothing fails.
+    """
+    reactor, pool = ProcessReactor(), FakePool()
+    starter = forkStarter(reactor, listening)
+    starter.start()
+    starter.startWorker(newWorker(1, reactor, pool), config(1))
+    starter.renew()
+    old, new = fakeServers
+    old.end()
+    assert new.forks == [1]
+    assert pool.bootFailures == [] and pool.exits == []
+
+
+def test_dead_server_requests_go_fresh_within_the_restart_interval(
     listening: list[int], fakeServers: list[FakeForkServer]
 ) -> None:
     reactor, pool = ProcessReactor(), FakePool()
     starter = forkStarter(reactor, listening)
     starter.start()
     starter.startWorker(newWorker(1, reactor, pool), config(1))
+    (server,) = fakeServers
+    server.alive = False
+    server.end()
+    (process,) = reactor.spawned
+    assert process.args[2] == "preforktwist.worker.main"
+    assert pool.bootFailures == []
+
+
+def test_reload_without_a_new_server_starts_new_workers_fresh(
+    listening: list[int], fakeServers: list[FakeForkServer]
+) -> None:
+    reactor, pool = ProcessReactor(), FakePool()
+    starter = forkStarter(reactor, listening)
+    starter.start()
     FakeForkServer.failStart = True
     starter.renew()
     assert fakeServers[0].closed
+    starter.startWorker(newWorker(1, reactor, pool), config(1))
     (process,) = reactor.spawned
     assert process.args[2] == "preforktwist.worker.main"
     assert WorkerConfig.fromJSON(process.args[3]) == config(1)
@@ -463,12 +514,45 @@ def test_fork_server_client_close_gives_back_the_waiting(
 
 
 def test_fork_server_channel_lost_fails_the_waiting(listening: list[int]) -> None:
+    """
+    Without a starter to rehome them, the waiting fail.
+    """
     reactor, pool = ProcessReactor(), FakePool()
     server, channel, _ = connectedServer(reactor, listening)
     server.fork(newWorker(1, reactor, pool), config(1))
     channel.connectionLost(Failure(ConnectionError()))
     assert not server.alive
     assert pool.bootFailures == [(1, "the fork server's channel closed")]
+
+
+def test_fork_server_channel_lost_rehomes_the_waiting(listening: list[int]) -> None:
+    reactor, pool = ProcessReactor(), FakePool()
+    server, channel, _ = connectedServer(reactor, listening)
+    rehomed: list[WorkerProcess] = []
+    server.rehome = rehomed.extend
+    worker = newWorker(1, reactor, pool)
+    server.fork(worker, config(1))
+    channel.connectionLost(Failure(ConnectionError()))
+    assert rehomed == [worker]
+    assert pool.bootFailures == []
+
+
+def test_fork_server_kept_requests_are_forked_after_the_close(
+    listening: list[int],
+) -> None:
+    reactor, pool = ProcessReactor(), FakePool()
+    server, channel, _ = connectedServer(reactor, listening)
+    worker = newWorker(1, reactor, pool)
+    server.fork(worker, config(1))
+    assert server.close(keepWaiting=True) == []
+    pairs = [socket.socketpair() for _ in range(forking.FORKED_FDS)]
+    for ours, _ in pairs:
+        channel.fileDescriptorReceived(os.dup(ours.fileno()))
+    channel.dataReceived(b"forked 43\n")
+    assert worker.pid == 43
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
 
 
 # The wire format.

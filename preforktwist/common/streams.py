@@ -34,3 +34,69 @@ def adoptStream(reactor: IReactorSocket, fd: int, protocol: P) -> P:
     finally:
         os.close(fd)
     return protocol
+
+
+class Spare:
+    """
+    A second descriptor for an adopted stream socket, to read what its
+    peer sent last when Twisted has given up on the connection.
+
+    Twisted drops a connection whose write fails (C{EPIPE}: the peer has
+    closed) at once, without reading what the peer wrote before it closed:
+    the reactor had seen the socket writable, not readable, when it polled,
+    and the peer wrote its last words and closed in between.  Those words
+    are still in the socket's receive queue, and this duplicate can read
+    them before the connection's end is acted upon.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._sock: socket.socket | None = socket.socket(fileno=os.dup(fd))
+        self._sock.setblocking(False)
+
+    def readLeft(self) -> bytes:
+        """
+        What is left in the receive queue, then close this descriptor (so
+        that the peer sees EOF once the reactor's is closed too).
+        """
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return b""
+        chunks = []
+        try:
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    # ECONNRESET once the queue is empty: nothing more.
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            sock.close()
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+
+def adoptStreamWithSpare(
+    reactor: IReactorSocket, fd: int, protocol: P
+) -> tuple[P, Spare]:
+    """
+    L{adoptStream}, keeping a L{Spare} descriptor for the protocol to read
+    the peer's last words with if the connection ends on a write error.
+    The protocol must call L{Spare.readLeft} or L{Spare.close} in its
+    C{connectionLost}, or the peer never sees EOF.
+    """
+    spare = Spare(fd)
+    try:
+        adoptStream(reactor, fd, protocol)
+    except BaseException:
+        spare.close()
+        raise
+    return protocol, spare

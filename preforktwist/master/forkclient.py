@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -99,6 +99,9 @@ class ForkServerProcess(ProcessProtocol):
         self._waiting: deque[WorkerProcess] = deque()
         self._children: dict[int, WorkerProcess] = {}
         self._orphanWatch: LoopingCall | None = None
+        #: Given the workers asked for and never forked when this server
+        #: ends: its starter asks them of another.  Without it, they fail.
+        self.rehome: Callable[[list[WorkerProcess]], None] | None = None
 
     def start(
         self,
@@ -162,25 +165,47 @@ class ForkServerProcess(ProcessProtocol):
         if worker is not None:
             worker.processExited(endOf(status))
 
-    def close(self) -> list[WorkerProcess]:
+    def close(self, keepWaiting: bool = False) -> list[WorkerProcess]:
         """
         No more forks: the server gives back its listening sockets, and
         exits once its children have.
 
-        @return: the workers asked for and not yet forked, for another fork
-            server to make.
+        @param keepWaiting: the workers already asked for stay this
+            server's: it forks every one asked before the close (the
+            commands are read in order), so that asking another too would
+            make each twice.  Should it end first, they are rehomed.
+        @return: the workers asked for and not yet forked, unless kept.
         """
         self.alive = False
         channel = self._channel
         if channel is not None and channel.transport is not None:
             channel.send(forking.Close())
+        if keepWaiting:
+            return []
         waiting = list(self._waiting)
         self._waiting.clear()
         return waiting
 
     def _failWaiting(self, why: str) -> None:
-        while self._waiting:
-            worker = self._waiting.popleft()
+        """
+        This server ended with workers still to fork: not their failure.
+        They are asked of another server (or a fresh interpreter) if the
+        starter says where; otherwise they fail with C{why}.
+        """
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        if not waiting:
+            return
+        if self.rehome is not None:
+            self.log.info(
+                "fork server ended ({why}) before forking {n} workers; "
+                "asking for them elsewhere",
+                why=why,
+                n=len(waiting),
+            )
+            self.rehome(waiting)
+            return
+        for worker in waiting:
             worker.forkFailed(why)
 
     def channelLost(self) -> None:

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
-from preforktwist.common.streams import adoptStream
+from preforktwist.common.streams import Spare, adoptStream, adoptStreamWithSpare
 from preforktwist.master.pool import WorkerState
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import (
@@ -54,6 +54,9 @@ class _MasterControl(ControlChannel):
     def __init__(self, worker: WorkerProcess) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.worker = worker
+        #: A second descriptor for the channel, from which what the worker
+        #: said last is read if the connection ends on a write error.
+        self.spare: Spare | None = None
 
     @Ready.responder
     def ready(self, pid: int) -> dict[str, Any]:
@@ -85,6 +88,20 @@ class _MasterControl(ControlChannel):
         return {}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            if reason.check(ConnectionDone):
+                # EOF was read, or we closed: nothing the worker said is left.
+                spare.close()
+            else:
+                # Twisted drops the connection on a failed write (the worker
+                # closed after the reactor saw the socket writable) without
+                # reading what the worker wrote before it closed: its
+                # ReplaceMe, say, without which its exit would be taken for
+                # a crash.  Read it now, before the end is acted upon.
+                left = spare.readLeft()
+                if left:
+                    amp.BinaryBoxProtocol.dataReceived(self, left)
         super().connectionLost(reason)
         self.worker.controlLost(reason)
 
@@ -238,7 +255,7 @@ class WorkerProcess(ProcessProtocol):
         the raw descriptor C{fd} (taken over).
         """
         control = self.control = _MasterControl(self)
-        adoptStream(self.reactor, fd, control)
+        _, control.spare = adoptStreamWithSpare(self.reactor, fd, control)
 
     def adoptOutput(self, childFD: int, fd: int) -> None:
         """

@@ -462,6 +462,8 @@ class Pool:
         to stop by a signal): it retires, and a replacement starts now
         unless one already did.
         """
+        if worker.number not in self._records:
+            return  # its exit was already judged
         if worker.state is not WorkerState.ACCEPTING:
             return
         restart = RestartCause.fromWorker(cause)

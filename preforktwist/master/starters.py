@@ -166,12 +166,14 @@ class ForkServerStarter:
         before (it exits once the workers it made have).  What the old one
         had still to make, the new one makes.
         """
-        waiting: list[WorkerProcess] = []
         if self.server is not None:
-            waiting = self.server.close()
+            # What it was asked, it forks before it reads the close; if it
+            # ends first, L{_rehome} asks the new one.
+            self.server.close(keepWaiting=True)
             self.server = None
         self._lastStart = self.reactor.seconds()
         server = self._newServer(self.reactor)
+        server.rehome = self._rehome
         try:
             server.start(
                 type(self.reactor).__module__,
@@ -187,9 +189,23 @@ class ForkServerStarter:
         else:
             self.server = server
             self.log.info("started the fork server (pid {pid})", pid=server.pid)
-        for worker in waiting:
+
+    def _rehome(self, workers: list[WorkerProcess]) -> None:
+        """
+        A fork server ended before forking these workers (it was renewed,
+        or it died): they did not fail, so they are asked again, of the
+        live fork server or as fresh interpreters.  Once stopping, they
+        fail: nothing more is started.
+        """
+        for worker in workers:
+            if not self._running:
+                worker.forkFailed("the server is stopping")
+                continue
             assert worker.config is not None
-            self.startWorker(worker, worker.config)
+            try:
+                self.startWorker(worker, worker.config)
+            except Exception as e:
+                worker.forkFailed(f"cannot start a worker: {e}")
 
     def _liveServer(self) -> ForkServerProcess | None:
         """

@@ -1,0 +1,164 @@
+"""
+How a worker's end is judged, in process: its exit and the end of its
+control channel may be seen in either order, and the channel may end on a
+failed write with the worker's last words (its C{ReplaceMe}) still unread.
+In every order, a worker that retired for its allowance is counted as such,
+never as a crash.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionLost, ProcessDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from preforktwist.common.reactors import preforkReactor
+from preforktwist.common.streams import Spare
+from preforktwist.master.events import RestartCause
+from preforktwist.master.handle import WorkerProcess, _MasterControl
+from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.protocol.control import ControlChannel, ReplaceCause, ReplaceMe
+
+
+class Channel:
+    """
+    One worker's control channel as a real socketpair: the master's end is
+    a L{_MasterControl} over a transport of our own (what Twisted's would
+    have read is fed in by hand), with a L{Spare} on the real descriptor.
+    """
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.control = _MasterControl(worker)
+        self.control.spare = Spare(self.ours.fileno())
+        self.ours.close()
+        self.control.makeConnection(StringTransport())
+        worker.control = self.control
+
+    def workerSays(self, command: type[ReplaceMe], **kwargs: object) -> bytes:
+        """
+        The bytes the worker's end writes for C{command}, written to the
+        socket (unread by the master so far).
+        """
+        client = ControlChannel()
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.callRemote(command, **kwargs)
+        data: bytes = transport.value()
+        self.theirs.sendall(data)
+        return data
+
+
+def harness() -> tuple[Pool, WorkerProcess, Channel, MemoryReactorClock]:
+    reactor = MemoryReactorClock()
+    made: list[WorkerProcess] = []
+
+    def spawn(number: int, standby: bool) -> WorkerProcess:
+        worker = WorkerProcess(number, pool, preforkReactor(reactor))
+        worker.pid = 1000 + number
+        worker.exited = False
+        made.append(worker)
+        return worker
+
+    pool = Pool(spawn, 1, reactor, minUptime=1.0)
+    pool.start()
+    (worker,) = made
+    channel = Channel(worker)
+    pool.workerReady(worker)
+    assert worker.state is WorkerState.ACCEPTING
+    return pool, worker, channel, reactor
+
+
+def replaceMe(channel: Channel) -> bytes:
+    return channel.workerSays(
+        ReplaceMe, accepted=50, open=0, cause=ReplaceCause.ALLOWANCE
+    )
+
+
+def exit(worker: WorkerProcess) -> Callable[[], None]:
+    return lambda: worker.processExited(Failure(ProcessDone(0)))
+
+
+def judgedAsRetired(pool: Pool, worker: WorkerProcess) -> None:
+    assert worker.number not in pool.workers
+    assert pool.restarts == {RestartCause.ALLOWANCE: 1}
+    assert pool.failures == 0
+
+
+def test_replace_me_read_then_eof_then_exit() -> None:
+    pool, worker, channel, _ = harness()
+    channel.control.dataReceived(replaceMe(channel))
+    channel.theirs.close()
+    channel.control.connectionLost(Failure(ConnectionDone()))
+    assert worker.number in pool.workers  # the exit is still to come
+    exit(worker)()
+    judgedAsRetired(pool, worker)
+
+
+def test_exit_first_then_replace_me_then_eof() -> None:
+    pool, worker, channel, reactor = harness()
+    exit(worker)()
+    # The exit waits for the channel's last words.
+    assert worker.number in pool.workers
+    channel.control.dataReceived(replaceMe(channel))
+    channel.theirs.close()
+    channel.control.connectionLost(Failure(ConnectionDone()))
+    judgedAsRetired(pool, worker)
+    # The timer that would have judged it without the channel is gone.
+    timers = [getattr(c, "func", None) for c in reactor.getDelayedCalls() if c.active()]
+    assert worker._reportExit not in timers
+
+
+@pytest.mark.parametrize("exitFirst", [True, False], ids=["exit-first", "lost-first"])
+def test_write_error_with_replace_me_unread(exitFirst: bool) -> None:
+    """
+    The ordering that used to go wrong: the worker wrote its ReplaceMe and
+    closed; the master's next write failed (EPIPE) and Twisted ended the
+    connection without reading.  The spare descriptor reads it.
+    """
+    pool, worker, channel, _ = harness()
+    replaceMe(channel)
+    channel.theirs.close()
+    if exitFirst:
+        exit(worker)()
+    channel.control.connectionLost(Failure(ConnectionLost()))
+    if not exitFirst:
+        exit(worker)()
+    judgedAsRetired(pool, worker)
+
+
+def test_without_the_spare_the_exit_was_a_crash() -> None:
+    """
+    The same write error, with nothing read from the socket: the exit is
+    taken for a crash (and a failure for the backoff).  This is what the
+    spare prevents; the test shows the judgement depends on it.
+    """
+    pool, worker, channel, _ = harness()
+    replaceMe(channel)
+    channel.theirs.close()
+    assert channel.control.spare is not None
+    channel.control.spare.close()
+    channel.control.connectionLost(Failure(ConnectionLost()))
+    exit(worker)()
+    assert pool.restarts == {RestartCause.CRASH: 1}
+    assert pool.failures == 1
+
+
+def test_clean_end_reads_nothing_more() -> None:
+    """
+    EOF read by Twisted (or our own close): everything was read, and the
+    spare is closed, not read (a late ReplaceMe would be judged twice).
+    """
+    pool, worker, channel, _ = harness()
+    channel.control.dataReceived(replaceMe(channel))
+    spare = channel.control.spare
+    channel.control.connectionLost(Failure(ConnectionDone()))
+    assert channel.control.spare is None
+    assert spare is not None and spare.readLeft() == b""
+    exit(worker)()
+    judgedAsRetired(pool, worker)
+    channel.theirs.close()
