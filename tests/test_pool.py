@@ -421,3 +421,61 @@ def test_stop_drains_standbys_too() -> None:
     h.readyAll()
     h.pool.stop()
     assert [w.calls for w in h.spawned] == [["stop"], ["stop"]]
+
+
+def test_reloads_during_a_reload_coalesce() -> None:
+    """
+    Twenty reloads in 5 s: one renewal as the first starts; each later one
+    restarts the reload under way (every worker started before it is
+    replaced, on the same starter); exactly one renewal more once the
+    renewal interval is over, with one last pass.  Never more than size +
+    surplus busy.
+    """
+    renewals: list[float] = []
+    h = Harness(3, renewInterval=10.0)
+    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    h.pool.start()
+    h.readyAll()
+
+    def step() -> None:
+        booting = h.pool.inState(WorkerState.BOOTING)
+        if booting:
+            h.pool.workerReady(booting[0])
+        for w in h.pool.inState(WorkerState.RETIRING):
+            h.pool.workerExited(w, "exited with status 0")
+
+    for _ in range(20):
+        h.pool.reload()
+        step()
+        h.clock.advance(0.25)
+        assert h.busy() <= 4
+    for _ in range(20):
+        step()
+    assert renewals == [0.0]
+    assert not h.pool.reloading
+    beforeRenewal = h.pool.spawned
+    h.clock.advance(4.9)
+    assert renewals == [0.0]
+    h.clock.advance(0.2)
+    assert len(renewals) == 2 and renewals[1] >= 10.0
+    assert h.pool.reloading
+    for _ in range(20):
+        step()
+        assert h.busy() <= 4
+    assert not h.pool.reloading
+    accepting = [w.number for w in h.pool.inState(WorkerState.ACCEPTING)]
+    assert len(accepting) == 3 and min(accepting) > beforeRenewal
+    h.clock.advance(60.0)
+    assert len(renewals) == 2
+
+
+def test_reload_after_the_interval_renews_at_once() -> None:
+    renewals: list[float] = []
+    h = Harness(2, renewInterval=10.0)
+    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    h.pool.start()
+    h.readyAll()
+    h.pool.reload()
+    h.clock.advance(11.0)
+    h.pool.reload()
+    assert renewals == [0.0, 11.0]
