@@ -433,6 +433,44 @@ def test_recycle_storm(serve: StartMaster) -> None:
     assert allowanceExitsTakenForCrashes(master) == []
 
 
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+def test_allowance_is_exact_with_defaults(serve: StartMaster, concurrency: int) -> None:
+    """
+    -w 3 -m 10 with every other option at its default (issue 13): every
+    worker that retired for its allowance served exactly 10, over 300
+    connections, while its replacement waited booted (the standby) to take
+    over at its last connection; nothing lost, never more than 3 accepting
+    for longer than a hand-over.
+    """
+    master = serve("-w", "3", "-m", "10", "-p", "tests.faultapps.Tracked")
+    master.waitForWorkers(3)
+    with Clients(master.port, threads=concurrency, limit=300, pause=0) as load:
+        waitUntil(lambda: len(load.attempts) >= 300, 60, "300 connections")
+    retired = allowanceUsed(master)
+    waitUntil(
+        lambda: all(not isAlive(pid) for pid in allowanceUsed(master)),
+        30,
+        "the retired workers to exit",
+    )
+    retired = allowanceUsed(master)
+    perWorker = Counter(a.pid for a in load.served)
+    short = {pid: perWorker[pid] for pid in retired if perWorker[pid] != 10}
+    report(
+        f"1b allowance -w 3 -m 10, concurrency {concurrency}",
+        load.attempts,
+        retired_for_allowance=len(retired),
+        served_other_than_10=short,
+        most_accepting=max(
+            (s.get("accepting", 0) for s in master.poolSummaries()), default=0
+        ),
+    )
+    assert load.failed == [], load.failed[:5]
+    assert len(retired) >= 20
+    assert short == {}
+    assert max(perWorker.values()) <= 10
+    assert allowanceExitsTakenForCrashes(master) == [] and deaths(master) == []
+
+
 # 2. Reload storm.
 
 

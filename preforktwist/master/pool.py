@@ -237,8 +237,16 @@ class Pool:
         ]
 
     def _serving(self) -> list[PoolWorker]:
-        """Workers booting or accepting that are not to be replaced."""
-        return [w for w in self._busy() if self._records[w.number].doom is None]
+        """
+        Workers booting or accepting that are not to be replaced, or whose
+        replacement waits, held, for them to use their allowance: they
+        accept until exactly their last connection.
+        """
+        return [
+            w
+            for w in self._busy()
+            if self._records[w.number].doom in (None, RestartCause.ALLOWANCE)
+        ]
 
     def doomed(self, why: RestartCause | None = None) -> list[PoolWorker]:
         """
@@ -294,18 +302,29 @@ class Pool:
         )
         if self.failures:
             missing = min(missing, 1 - len(self.inState(WorkerState.BOOTING)))
+        current = [
+            w
+            for w in self._standbys()
+            if self._records[w.number].generation == self.generation
+        ]
         for _ in range(missing):
-            ready = [
-                w
-                for w in self.inState(WorkerState.STANDBY)
-                if self._records[w.number].generation == self.generation
-            ]
+            ready = [w for w in current if w.state is WorkerState.STANDBY]
             if ready:
+                current.remove(ready[0])
                 self._activate(ready[0])
+            elif current:
+                # A standby of this generation is booting: it takes the
+                # place once ready (sooner than a worker started now).
+                current.pop(0)
             elif not self._start(standby=False):
                 return
         if not self.failures:
-            for _ in range(self.standby - len(self._standbys())):
+            # Each worker close to its allowance has its replacement booted
+            # and held, to take over at its last connection (within the
+            # surplus, so memory stays bounded).
+            nearAllowance = len(self.doomed(RestartCause.ALLOWANCE))
+            wanted = max(self.standby, min(nearAllowance, self.surplus))
+            for _ in range(wanted - len(self._standbys())):
                 if not self._start(standby=True):
                     return
 
@@ -415,8 +434,14 @@ class Pool:
             worker=worker.describe(),
             summary=self.summary(),
         )
-        # A replacement is ready: the worker it replaces may go now.
-        for replaced in self.doomed()[:1]:
+        # A replacement is ready: the worker it replaces may go now, unless
+        # it is to use its whole allowance first (it says when).
+        early = [
+            w
+            for w in self.doomed()
+            if self._records[w.number].doom is not RestartCause.ALLOWANCE
+        ]
+        for replaced in early[:1]:
             doom = self._records[replaced.number].doom
             assert doom is not None
             self.retireWorker(replaced, doom)
