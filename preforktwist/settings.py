@@ -446,9 +446,14 @@ class Settings:
         Whole(0, 2**62, _COUNT),
         Side.MASTER,
         "A worker serves this many connections and is then replaced; 0 means never.",
-        "A worker accepts exactly N connections, then is replaced. 0 (default) "
-        "means never. (At a graceful stop a worker may go past N to serve what "
-        "was queued before the stop: no replacement comes then.)",
+        "A worker accepts exactly N connections, then is replaced: whatever "
+        "`--replace-at` and `--standby` say, it keeps accepting until its N-th "
+        "connection, and its replacement (booted ahead of time, held) starts "
+        "accepting at that moment. Only a reload, `--max-worker-memory`, "
+        "`--max-worker-age`, a scale-down or a signal retire a worker before "
+        "its N. 0 (default) means never. (At a graceful stop a worker may go "
+        "past N to serve what was queued before the stop: no replacement "
+        "comes then.)",
         short="m",
         metavar="N",
     )
@@ -499,13 +504,15 @@ class Settings:
         "replace-at",
         Number(0.01, 1, "a number from 0.01 to 1"),
         Side.WORKER,
-        "Share of its allowance after which a worker asks for its "
-        "replacement ahead of time, so the pool never dips; 1 asks only "
+        "Share of its allowance after which a worker has its replacement "
+        "booted, held, to take over at its last connection; 1 boots it only "
         "when the allowance is used up.",
-        "A worker asks for its replacement once it has used this share of its "
-        "allowance; the old worker retires as soon as the replacement is "
-        "accepting, so the pool never dips. Default 0.9; `1` replaces only when "
-        "the allowance is used up (then each worker accepts exactly `-m`).",
+        "Once a worker has used this share of its allowance, its replacement "
+        "boots and waits, held; the old worker goes on accepting until its "
+        "allowance is used (exactly `-m`), and the replacement accepts from "
+        "that moment, so the pool neither dips nor has more than `--workers` "
+        "accepting. Default 0.9; `1` boots the replacement only when the "
+        "allowance is used up (a boot's worth of one worker fewer).",
         metavar="FRACTION",
     )
     maxConcurrent: int = setting(

@@ -433,6 +433,45 @@ def test_recycle_storm(serve: StartMaster) -> None:
     assert allowanceExitsTakenForCrashes(master) == []
 
 
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+def test_allowance_is_exact_with_defaults(serve: StartMaster, concurrency: int) -> None:
+    """
+    -w 3 -m 10 with every other option at its default (issue 13): every
+    worker that retired for its allowance served exactly 10, over 300
+    connections, while its replacement waited booted (the standby) to take
+    over at its last connection; nothing lost, never more than 3 accepting
+    for longer than a hand-over.
+    """
+    master = serve("-w", "3", "-m", "10", "-p", "tests.faultapps.Tracked")
+    master.waitForWorkers(3)
+    with Clients(master.port, threads=concurrency, limit=300, pause=0) as load:
+        waitUntil(lambda: len(load.attempts) >= 300, 60, "300 connections")
+    # The workers still alive (3 accepting, and the standby) may have
+    # allowance left; every other one has retired.
+    waitUntil(lambda: len(master.liveWorkers()) <= 4, 30, "retirements")
+    retired = allowanceUsed(master)
+    perWorker = Counter(a.pid for a in load.served)
+    gone = [pid for pid in perWorker if not isAlive(pid)]
+    short = {pid: perWorker[pid] for pid in gone if perWorker[pid] != 10}
+    report(
+        f"1b allowance -w 3 -m 10, concurrency {concurrency}",
+        load.attempts,
+        workers_retired=len(gone),
+        of_which_logged_allowance_used=len(retired),
+        served_other_than_10=short,
+        most_accepting=max(
+            (s.get("accepting", 0) for s in master.poolSummaries()), default=0
+        ),
+    )
+    assert load.failed == [], load.failed[:5]
+    assert len(gone) >= 20
+    assert short == {}
+    assert max(perWorker.values()) <= 10
+    assert master.count(r"is retiring \((?!allowance)") == 0
+    assert max(s.get("accepting", 0) for s in master.poolSummaries()) <= 3
+    assert allowanceExitsTakenForCrashes(master) == [] and deaths(master) == []
+
+
 # 2. Reload storm.
 
 
@@ -494,6 +533,71 @@ def test_reload_storm(serve: StartMaster) -> None:
         if re.search(r"boot failure: ", line)
     ]
     assert spurious == []
+
+
+def test_reload_storm_coalesces(serve: StartMaster) -> None:
+    """
+    20 SIGHUPs in 5 s at -w 3 under load (issue 13): a SIGHUP during a
+    reload restarts it instead of stacking another, so at most one fork
+    server more than the first two (the first reload's and one renewal
+    after it), never more than workers + reload batch + 1 alive at once,
+    nothing lost, and the pool ends with 3 workers, all started after the
+    last SIGHUP.
+    """
+    master = serve("-w", "3", "-p", "tests.faultapps.Tracked")
+    master.waitForWorkers(3)
+    alive: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            alive.append(len(master.liveWorkers()))
+            sampling.wait(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with Clients(master.port, threads=4) as load:
+            load.waitForServed(50)
+            started = time.monotonic()
+            for i in range(20):
+                master.signal(signal.SIGHUP)
+                pause = started + (i + 1) * 0.25 - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)  # pacing: 20 SIGHUPs in 5 s
+            # The one renewal after the storm comes once the renewal
+            # interval (10 s) since the first is over, then a last pass.
+            waitUntil(
+                lambda: master.count(r"started the fork server") >= 3,
+                20,
+                "the renewal after the storm",
+            )
+            renewedAt = max(
+                i
+                for i, line in enumerate(master.log())
+                if "started the fork server" in line
+            )
+            waitPoolFull(master, renewedAt, 3, 30, after="reload finished")
+            load.waitForServed(50)
+    finally:
+        sampling.set()
+        sampler.join(5)
+    waitUntil(lambda: len(master.liveWorkers()) == 3, 30, "3 workers")
+    forkServers = master.count(r"started the fork server")
+    report(
+        "2b reload storm -w 3, 20 SIGHUPs in 5 s",
+        load.attempts,
+        fork_servers_started=forkServers,
+        workers_started=len(master.workerPids()),
+        most_alive=max(alive),
+        reloads_logged=master.count(r"reload: replacing"),
+        boot_failures=master.count(r"boot failure: "),
+    )
+    assert load.failed == [], load.failed[:5]
+    assert forkServers == 3
+    assert max(alive) <= 3 + 1 + 1
+    assert master.count(r"boot failure: ") == 0
+    assert deaths(master) == []
 
 
 # 3. Worker kills.

@@ -204,9 +204,10 @@ def test_retiring_worker_killed_after_grace() -> None:
 
 def test_replacement_ahead_of_time() -> None:
     """
-    A worker close to its allowance gets its replacement started while it
-    still accepts; once the replacement is ready, it retires; nothing more
-    starts, and the pool never has fewer than `size` accepting.
+    A worker close to its allowance gets its replacement booted, held, while
+    it still accepts; it accepts until its allowance is used (it says so),
+    and only then does the replacement start accepting: never fewer than
+    `size` accepting but for the hand-over, never more.
     """
     h = Harness(2)
     h.pool.start()
@@ -214,14 +215,19 @@ def test_replacement_ahead_of_time() -> None:
     old = h.spawned[0]
     h.pool.workerNearAllowance(old)
     assert len(h.spawned) == 3
+    assert h.spawned[2].standby
     assert old.state is WorkerState.ACCEPTING
     h.pool.workerNearAllowance(old)
     assert len(h.spawned) == 3
     h.pool.workerReady(h.spawned[2])
-    assert h.pool.workers[old.number].state is WorkerState.RETIRING
-    assert old.calls == ["retire"]
+    # Ready, and held: the old one has connections left to accept.
+    assert h.pool.workers[old.number].state is WorkerState.ACCEPTING
+    assert old.calls == []
+    assert h.spawned[2].state is WorkerState.STANDBY
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
     h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
+    assert h.spawned[2].calls == ["activate"]
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
     h.pool.workerExited(old, "exited with status 0")
     assert len(h.spawned) == 3
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
@@ -230,8 +236,8 @@ def test_replacement_ahead_of_time() -> None:
 
 def test_surplus_bounds_early_replacements() -> None:
     """
-    Every worker near its allowance at once: only `reloadBatch` replacements
-    start ahead of time.
+    Every worker near its allowance at once: only `reloadBatch`
+    replacements boot ahead of time.
     """
     h = Harness(3, reloadBatch=1)
     h.pool.start()
@@ -381,8 +387,9 @@ def test_spawn_failure_backs_off() -> None:
 
 def test_standby_takes_over_at_once() -> None:
     """
-    With a standby, a worker close to its allowance is replaced at once by
-    the ready standby (no boot to wait for), and a new standby boots.
+    With a standby, a worker close to its allowance keeps accepting; when
+    its allowance is used, the ready standby takes over at once (no boot to
+    wait for), and a new standby boots.
     """
     h = Harness(2, standby=1)
     h.pool.start()
@@ -392,10 +399,30 @@ def test_standby_takes_over_at_once() -> None:
     assert spare.state is WorkerState.STANDBY
     old = h.spawned[0]
     h.pool.workerNearAllowance(old)
+    assert spare.calls == [] and old.calls == []
+    assert len(h.spawned) == 3
+    h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
     assert spare.calls == ["activate"]
     assert h.pool.workers[spare.number].state is WorkerState.ACCEPTING
-    assert old.calls == ["retire"]
+    assert h.pool.workers[old.number].state is WorkerState.RETIRING
     assert [w.standby for w in h.spawned[3:]] == [True]
+    assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
+
+
+def test_allowance_used_before_the_standby_is_ready() -> None:
+    """
+    The allowance ran out while the replacement still boots: the pool waits
+    for that one (it is sooner than a new one) and it accepts once ready.
+    """
+    h = Harness(2)
+    h.pool.start()
+    h.readyAll()
+    old = h.spawned[0]
+    h.pool.workerNearAllowance(old)
+    h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
+    assert len(h.spawned) == 3
+    h.pool.workerReady(h.spawned[2])
+    assert h.spawned[2].calls == ["activate"]
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
 
 
@@ -421,3 +448,61 @@ def test_stop_drains_standbys_too() -> None:
     h.readyAll()
     h.pool.stop()
     assert [w.calls for w in h.spawned] == [["stop"], ["stop"]]
+
+
+def test_reloads_during_a_reload_coalesce() -> None:
+    """
+    Twenty reloads in 5 s: one renewal as the first starts; each later one
+    restarts the reload under way (every worker started before it is
+    replaced, on the same starter); exactly one renewal more once the
+    renewal interval is over, with one last pass.  Never more than size +
+    surplus busy.
+    """
+    renewals: list[float] = []
+    h = Harness(3, renewInterval=10.0)
+    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    h.pool.start()
+    h.readyAll()
+
+    def step() -> None:
+        booting = h.pool.inState(WorkerState.BOOTING)
+        if booting:
+            h.pool.workerReady(booting[0])
+        for w in h.pool.inState(WorkerState.RETIRING):
+            h.pool.workerExited(w, "exited with status 0")
+
+    for _ in range(20):
+        h.pool.reload()
+        step()
+        h.clock.advance(0.25)
+        assert h.busy() <= 4
+    for _ in range(20):
+        step()
+    assert renewals == [0.0]
+    assert not h.pool.reloading
+    beforeRenewal = h.pool.spawned
+    h.clock.advance(4.9)
+    assert renewals == [0.0]
+    h.clock.advance(0.2)
+    assert len(renewals) == 2 and renewals[1] >= 10.0
+    assert h.pool.reloading
+    for _ in range(20):
+        step()
+        assert h.busy() <= 4
+    assert not h.pool.reloading
+    accepting = [w.number for w in h.pool.inState(WorkerState.ACCEPTING)]
+    assert len(accepting) == 3 and min(accepting) > beforeRenewal
+    h.clock.advance(60.0)
+    assert len(renewals) == 2
+
+
+def test_reload_after_the_interval_renews_at_once() -> None:
+    renewals: list[float] = []
+    h = Harness(2, renewInterval=10.0)
+    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    h.pool.start()
+    h.readyAll()
+    h.pool.reload()
+    h.clock.advance(11.0)
+    h.pool.reload()
+    assert renewals == [0.0, 11.0]

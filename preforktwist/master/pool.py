@@ -136,6 +136,8 @@ class Pool:
         standby: int = 0,
         heartbeatTimeout: float = 0.0,
         stuckKillDelay: float = 2.0,
+        renew: Callable[[], None] = lambda: None,
+        renewInterval: float = 0.0,
     ) -> None:
         """
         @param spawn: starts the worker with the given number, as a standby
@@ -157,6 +159,13 @@ class Pool:
             it is taken for stuck; 0 disables the check.
         @param stuckKillDelay: seconds between SIGTERM and SIGKILL for a
             stuck worker.
+        @param renew: called as a reload begins, before any worker of the
+            new generation is started: the starter reads the code anew
+            (a new fork server).
+        @param renewInterval: least seconds between two renewals; a reload
+            asked for sooner runs on the starter as it is (each worker
+            still imports the user's code anew) and one renewal, with a
+            last pass, follows when the interval is over.
         """
         self._spawn = spawn
         self.size = size
@@ -172,6 +181,11 @@ class Pool:
         self.standby = standby
         self.heartbeatTimeout = heartbeatTimeout
         self.stuckKillDelay = stuckKillDelay
+        self._renew = renew
+        self.renewInterval = renewInterval
+        self._lastRenewal: float | None = None
+        #: The one renewal (and pass) due once the interval is over.
+        self._pendingRenewal: IDelayedCall | None = None
 
         self.workers: dict[int, PoolWorker] = {}
         self.spawned = 0
@@ -223,8 +237,16 @@ class Pool:
         ]
 
     def _serving(self) -> list[PoolWorker]:
-        """Workers booting or accepting that are not to be replaced."""
-        return [w for w in self._busy() if self._records[w.number].doom is None]
+        """
+        Workers booting or accepting that are not to be replaced, or whose
+        replacement waits, held, for them to use their allowance: they
+        accept until exactly their last connection.
+        """
+        return [
+            w
+            for w in self._busy()
+            if self._records[w.number].doom in (None, RestartCause.ALLOWANCE)
+        ]
 
     def doomed(self, why: RestartCause | None = None) -> list[PoolWorker]:
         """
@@ -280,18 +302,29 @@ class Pool:
         )
         if self.failures:
             missing = min(missing, 1 - len(self.inState(WorkerState.BOOTING)))
+        current = [
+            w
+            for w in self._standbys()
+            if self._records[w.number].generation == self.generation
+        ]
         for _ in range(missing):
-            ready = [
-                w
-                for w in self.inState(WorkerState.STANDBY)
-                if self._records[w.number].generation == self.generation
-            ]
+            ready = [w for w in current if w.state is WorkerState.STANDBY]
             if ready:
+                current.remove(ready[0])
                 self._activate(ready[0])
+            elif current:
+                # A standby of this generation is booting: it takes the
+                # place once ready (sooner than a worker started now).
+                current.pop(0)
             elif not self._start(standby=False):
                 return
         if not self.failures:
-            for _ in range(self.standby - len(self._standbys())):
+            # Each worker close to its allowance has its replacement booted
+            # and held, to take over at its last connection (within the
+            # surplus, so memory stays bounded).
+            nearAllowance = len(self.doomed(RestartCause.ALLOWANCE))
+            wanted = max(self.standby, min(nearAllowance, self.surplus))
+            for _ in range(wanted - len(self._standbys())):
                 if not self._start(standby=True):
                     return
 
@@ -401,8 +434,14 @@ class Pool:
             worker=worker.describe(),
             summary=self.summary(),
         )
-        # A replacement is ready: the worker it replaces may go now.
-        for replaced in self.doomed()[:1]:
+        # A replacement is ready: the worker it replaces may go now, unless
+        # it is to use its whole allowance first (it says when).
+        early = [
+            w
+            for w in self.doomed()
+            if self._records[w.number].doom is not RestartCause.ALLOWANCE
+        ]
+        for replaced in early[:1]:
             doom = self._records[replaced.number].doom
             assert doom is not None
             self.retireWorker(replaced, doom)
@@ -621,16 +660,61 @@ class Pool:
         Replace every worker by a fresh one, new first: at most C{surplus}
         replacements boot at a time, and an old worker retires only when a
         replacement is ready.
+
+        Reloads never stack.  One asked for while one is under way restarts
+        it: a new generation, so that every worker started before this
+        request is replaced too, each importing the user's code anew.  The
+        starter is renewed (a new fork server, which reads the framework's
+        code anew) at most once per C{renewInterval}: a request sooner than
+        that runs on the starter as it is, and exactly one renewal, with a
+        last pass over the workers, follows when the interval is over.  So
+        a storm of SIGHUPs starts one fork server as it begins and one after
+        it, however many signals come.
         """
         if not self.running:
             return
+        now = self.clock.seconds()
+        again = self.reloading
+        if self._lastRenewal is None or now - self._lastRenewal >= self.renewInterval:
+            self._renewNow()
+        elif self._pendingRenewal is None:
+            self._pendingRenewal = self.clock.callLater(
+                self._lastRenewal + self.renewInterval - now, self._renewLater
+            )
+        if not self.reloading:
+            self.reloading = True
+            self._emit(PoolEvent.RELOADING)
+        self._newGeneration(again)
+
+    def _renewNow(self) -> None:
+        if self._pendingRenewal is not None and self._pendingRenewal.active():
+            self._pendingRenewal.cancel()
+        self._pendingRenewal = None
+        self._lastRenewal = self.clock.seconds()
+        self._renew()
+
+    def _renewLater(self) -> None:
+        """
+        Reloads were asked for within the interval: the code is read anew
+        once more, and every worker replaced once more.
+        """
+        self._pendingRenewal = None
+        if not self.running:
+            return
+        self._renewNow()
+        again = self.reloading
+        if not self.reloading:
+            self.reloading = True
+            self._emit(PoolEvent.RELOADING)
+        self._newGeneration(again)
+
+    def _newGeneration(self, again: bool) -> None:
         self.generation += 1
-        self.reloading = True
-        self._emit(PoolEvent.RELOADING)
         self.log.info(
-            "reload: replacing {n} workers, {batch} at a time",
+            "reload: replacing {n} workers, {batch} at a time{again}",
             n=len(self._busy()),
             batch=self.surplus,
+            again=" (a reload was under way: it starts over)" if again else "",
         )
         for standby in self.inState(WorkerState.STANDBY):
             self.retireWorker(standby, RestartCause.RELOAD)
@@ -683,6 +767,9 @@ class Pool:
         """
         self.running = False
         self.reloading = False
+        if self._pendingRenewal is not None and self._pendingRenewal.active():
+            self._pendingRenewal.cancel()
+        self._pendingRenewal = None
         self._emit(PoolEvent.STOPPING)
         if self._heartbeats.running:
             self._heartbeats.stop()

@@ -32,6 +32,7 @@ from preforktwist.master.pool import Pool
 from preforktwist.master.reaper import OrphanReaper, runningAsInit
 from preforktwist.master.signals import signalsFor
 from preforktwist.master.starters import (
+    FORK_SERVER_RESTART_INTERVAL,
     ForkServerStarter,
     FreshInterpreterStarter,
     IWorkerStarter,
@@ -113,6 +114,11 @@ class PreforkService(MultiService):
             reloadBatch=settings.reloadBatch,
             standby=settings.standby,
             heartbeatTimeout=settings.heartbeatTimeout,
+            # The starter is made next; a reload renews it first.
+            renew=lambda: self.starter.renew(),
+            # A fork server per reload at most every so often; fresh
+            # interpreters read everything anew each time anyway.
+            renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
         )
         self.starter: IWorkerStarter = (
             ForkServerStarter(
@@ -299,7 +305,8 @@ class PreforkService(MultiService):
     # What signals do (see L{preforktwist.master.signals}).
 
     def reload(self) -> None:
-        self.starter.renew()
+        # The pool renews the starter as a reload begins, and coalesces a
+        # reload asked for while one is under way.
         self.pool.reload()
 
     def grow(self) -> None:
