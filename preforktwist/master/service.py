@@ -20,6 +20,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from preforktwist.common.endpoints import parseListen
+from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.titles import setTitle
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
@@ -35,6 +36,7 @@ from preforktwist.master.starters import (
     FreshInterpreterStarter,
     IWorkerStarter,
 )
+from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
 from preforktwist.master.workers import WorkersService
@@ -159,6 +161,8 @@ class PreforkService(MultiService):
             _adopt(self.serving, self.autoscaler)
         _adopt(self, self.serving)
         _adopt(self, self.scoreboard)
+        self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
+        _adopt(self, self.saturation)
         if runningAsInit():
             # In a container: every orphan is ours to reap.
             _adopt(self, OrphanReaper())
@@ -211,6 +215,11 @@ class PreforkService(MultiService):
                 "example {example}",
                 example=DEFAULT_PROTOCOL,
             )
+        # The master holds two descriptors per worker and one per listening
+        # socket; its children start with its limit, and each worker raises
+        # its own anyway (one forked by the fork server has the fork
+        # server's).
+        self.log.info("master: {limit}", limit=raiseFileLimit().describe())
         setTitle(
             f"preforktwist master {' '.join(self.descriptions)} "
             f"({self.pool.size} workers)"
