@@ -4,9 +4,10 @@ L{PreforkService}: the pre-forking server as an ordinary Twisted service.
 It is a C{MultiService} that only wires its children, each a small service
 with one job, started in this order: the listening sockets, the systemd
 notifier, what serves (the workers, and the memory/age limits and the
-adaptive size acting on them), the scoreboard, the orphan reaper (as PID 1
-only) and the status endpoint.  Its own code decides only what Twisted
-cannot: the two-step stop, a new worker's configuration, and giving up.
+adaptive size acting on them), the scoreboard, the saturation watch, the
+orphan reaper (as PID 1 only) and the status endpoint.  Its own code
+decides only what Twisted cannot: the two-step stop, a new worker's
+configuration, and giving up.
 """
 
 from __future__ import annotations
