@@ -166,6 +166,41 @@ class Whole(Ranged):
 
 
 @dataclass(frozen=True)
+class WholeOrAuto(Whole):
+    """
+    A whole number from C{low} to C{high}, or C{auto} (kept as L{None}):
+    the value is then worked out where it is used, from what only that
+    process knows (C{--max-concurrent} from a worker's open-file limit).
+    """
+
+    @property
+    def coerceDoc(self) -> str:
+        return f"({self.what}, or auto)"
+
+    def parse(self, text: str) -> Any:
+        if text.strip().lower() == AUTO:
+            return None
+        try:
+            return super().parse(text)
+        except ValueError:
+            raise ValueError(f"must be {self.what} or auto, not {text!r}") from None
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if value is None or value == AUTO:
+            return None
+        try:
+            return super().check(value, shown)
+        except ValueError:
+            raise ValueError(
+                f"must be {self.what} or auto, not {shown or repr(value)}"
+            ) from None
+
+
+#: The word for a value worked out where it is used.
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
 class Number(Ranged):
     """
     A finite number from C{low} to C{high}, kept as a float.
@@ -515,21 +550,44 @@ class Settings:
         "allowance is used up (a boot's worth of one worker fewer).",
         metavar="FRACTION",
     )
-    maxConcurrent: int = setting(
-        1000,
+    maxConcurrent: int | None = setting(
+        None,
         "max-concurrent",
-        Whole(0, 2**31, _COUNT),
+        WholeOrAuto(0, 2**31, _COUNT),
         Side.WORKER,
         "Connections one worker holds open at once; at the cap it stops "
         "accepting and leaves new ones queued for the other workers. "
-        "0 means no cap.",
+        "auto (the default): the worker's open-file limit, raised to its "
+        "hard limit at start, less 64 for its own descriptors. 0 means no "
+        "cap.",
         "A worker holding C open connections stops accepting until one closes, "
-        "leaving new connections queued for its siblings; when all are at the "
-        "cap, connections wait in the backlog. Default 1000, and never more "
-        "than the worker's file-descriptor limit minus 64 (see below). 0 means "
-        "no cap.",
+        "leaving new connections queued for its siblings; when every worker is "
+        "at its cap the pool is *saturated* (logged, and shown by `--status`) "
+        "and new connections wait in the backlog. Default `auto`: each worker "
+        "raises its soft open-file limit to the hard limit when it starts "
+        "(`ulimit -Hn`, as nginx's `worker_rlimit_nofile`) and holds that many "
+        "less 64, kept for its own descriptors; an explicit C above that is "
+        "lowered to it. The worker logs both at start. 0 means no cap (a worker "
+        "out of descriptors then leaves the queue to its siblings for a moment).",
         short="c",
         metavar="C",
+    )
+    firstByteTimeout: float = setting(
+        0.0,
+        "first-byte-timeout",
+        OffOrAtLeast(0, 86400, _SECONDS, least=0.1),
+        Side.WORKER,
+        "Close a connection that has sent nothing this many seconds after "
+        "it was accepted (for protocols where the client speaks first); "
+        "0 (the default) disables.",
+        "Close a connection whose client has sent nothing this long after it "
+        "was accepted: idle sockets (slowloris, forgotten keep-alives) then "
+        "cannot hold a worker's `--max-concurrent` slots. For protocols where "
+        "the client speaks first only: HTTP yes, SMTP or a server banner no. "
+        "A TLS handshake or a PROXY header is the first byte. Counted in the "
+        "status as the close cause `first_byte_timeout`. 0 (default) disables; "
+        "at least 0.1.",
+        metavar="SECONDS",
     )
     heartbeatTimeout: float = setting(
         30.0,

@@ -125,6 +125,7 @@ def test_children_in_the_order_they_start(served: MakeServed) -> None:
         "SystemdService",
         "MultiService",
         "Scoreboard",
+        "SaturationWatch",
         "StatusListener",
     ]
     assert [type(c).__name__ for c in s.service.serving] == [
@@ -153,7 +154,8 @@ def test_start_binds_then_starts_the_starter_then_the_pool(served: MakeServed) -
     assert s.events == ["starter started", "worker 1", "worker 2"]
     # Every worker is told what the table says it needs.
     assert [c.number for c in s.starter.configs] == [1, 2]
-    assert {c.maxConcurrent for c in s.starter.configs} == {1000}
+    # auto (None): each worker works its cap out from its own fd limit.
+    assert {c.maxConcurrent for c in s.starter.configs} == {None}
     assert all(child.running for child in s.service)
     s.service.stopService()
     s.exitAll()

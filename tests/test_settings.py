@@ -97,7 +97,11 @@ def test_defaults_agree() -> None:
             assert options.defaults[s.flag] == s.optionDefault
     assert parse().settings == Settings()
     assert Settings().listen == ("tcp:8080",)
-    assert Settings().maxConcurrent == 1000
+    # auto: each worker works its cap out from its open-file limit.
+    assert Settings().maxConcurrent is None
+    assert parse("-c", "auto").settings == Settings(maxConcurrent="auto")  # type: ignore[arg-type]
+    assert parse("-c", "0").settings.maxConcurrent == 0
+    assert Settings().firstByteTimeout == 0
     assert Settings().replaceAt == 0.9
 
 

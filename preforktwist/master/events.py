@@ -48,6 +48,17 @@ class RestartCause(str, enum.Enum):
         return cls(cause.value)
 
 
+class CloseCause(str, enum.Enum):
+    """
+    Why a worker closed a connection itself, for the causes that are
+    counted: the key in the status JSON's C{closes}, the C{cause} label of
+    C{preforktwist_connections_closed_total}.
+    """
+
+    #: Its client sent nothing within C{--first-byte-timeout}.
+    FIRST_BYTE_TIMEOUT = "first_byte_timeout"
+
+
 class PoolEvent(enum.Enum):
     """
     What the pool tells its observers (the systemd notifier).

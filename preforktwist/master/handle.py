@@ -59,7 +59,8 @@ class _MasterControl(ControlChannel):
         self.spare: Spare | None = None
 
     @Ready.responder
-    def ready(self, pid: int) -> dict[str, Any]:
+    def ready(self, pid: int, maxOpen: int | None = None) -> dict[str, Any]:
+        self.worker.maxOpen = maxOpen
         self.worker.pool.workerReady(self.worker)
         return {}
 
@@ -69,8 +70,11 @@ class _MasterControl(ControlChannel):
         return {}
 
     @Counts.responder
-    def counts(self, accepted: int, open: int, served: int) -> dict[str, Any]:
+    def counts(
+        self, accepted: int, open: int, served: int, firstByteTimeouts: int = 0
+    ) -> dict[str, Any]:
         self.worker.updateCounts(accepted, open, served)
+        self.worker.firstByteTimeouts = firstByteTimeouts
         self.worker.pool.workerAlive(self.worker)
         return {}
 
@@ -222,6 +226,11 @@ class WorkerProcess(ProcessProtocol):
     @ivar accepted: connections it accepted, as last reported.
     @ivar open: connections it has open, as last reported.
     @ivar served: connections it finished, as last reported.
+    @ivar firstByteTimeouts: connections it closed for sending nothing, as
+        last reported.
+    @ivar maxOpen: the cap on open connections it settled on (0 for none),
+        as it said when ready; L{None} before, or from a worker that does
+        not say.
     """
 
     log = NamedLogger("preforktwist.process.WorkerProcess")
@@ -233,6 +242,8 @@ class WorkerProcess(ProcessProtocol):
         self.state = WorkerState.BOOTING
         self.pid: int | None = None
         self.accepted = self.open = self.served = 0
+        self.firstByteTimeouts = 0
+        self.maxOpen: int | None = None
         self.control: _MasterControl | None = None
         self.config: WorkerConfig | None = None
         self.exited = False

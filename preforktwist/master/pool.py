@@ -200,6 +200,8 @@ class Pool:
         #: Connections accepted and served by workers that have exited.
         self.exitedAccepted = 0
         self.exitedServed = 0
+        #: Connections closed for silence by workers that are gone.
+        self.exitedFirstByteTimeouts = 0
         self._records: dict[int, WorkerRecord] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._retry: IDelayedCall | None = None
@@ -543,6 +545,7 @@ class Pool:
         record = self._records.pop(worker.number)
         self.exitedAccepted += worker.accepted
         self.exitedServed += worker.served
+        self.exitedFirstByteTimeouts += getattr(worker, "firstByteTimeouts", 0)
         state = worker.state
         if state in (WorkerState.RETIRING, WorkerState.STOPPING):
             self.log.info(

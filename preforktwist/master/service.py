@@ -4,9 +4,10 @@ L{PreforkService}: the pre-forking server as an ordinary Twisted service.
 It is a C{MultiService} that only wires its children, each a small service
 with one job, started in this order: the listening sockets, the systemd
 notifier, what serves (the workers, and the memory/age limits and the
-adaptive size acting on them), the scoreboard, the orphan reaper (as PID 1
-only) and the status endpoint.  Its own code decides only what Twisted
-cannot: the two-step stop, a new worker's configuration, and giving up.
+adaptive size acting on them), the scoreboard, the saturation watch, the
+orphan reaper (as PID 1 only) and the status endpoint.  Its own code
+decides only what Twisted cannot: the two-step stop, a new worker's
+configuration, and giving up.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from preforktwist.common.endpoints import parseListen
+from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
@@ -37,6 +39,7 @@ from preforktwist.master.starters import (
     FreshInterpreterStarter,
     IWorkerStarter,
 )
+from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
 from preforktwist.master.workers import WorkersService
@@ -164,6 +167,8 @@ class PreforkService(MultiService):
             _adopt(self.serving, self.autoscaler)
         _adopt(self, self.serving)
         _adopt(self, self.scoreboard)
+        self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
+        _adopt(self, self.saturation)
         if runningAsInit():
             # In a container: every orphan is ours to reap.
             _adopt(self, OrphanReaper())
@@ -216,6 +221,11 @@ class PreforkService(MultiService):
                 "example {example}",
                 example=DEFAULT_PROTOCOL,
             )
+        # The master holds two descriptors per worker and one per listening
+        # socket; its children start with its limit, and each worker raises
+        # its own anyway (one forked by the fork server has the fork
+        # server's).
+        self.log.info("master: {limit}", limit=raiseFileLimit().describe())
         setTitle(
             f"preforktwist master {' '.join(self.descriptions)} "
             f"({self.pool.size} workers)"

@@ -38,7 +38,10 @@ class WorkerConfig:
         together.
     @ivar replaceAt: the share of the allowance after which to ask for the
         replacement ahead of time; 1 to ask only when it is used up.
-    @ivar maxConcurrent: connections to hold open at once; 0 for no cap.
+    @ivar maxConcurrent: connections to hold open at once; 0 for no cap;
+        L{None} for what the worker's open-file limit allows.
+    @ivar firstByteTimeout: seconds a connection may stay silent after it
+        is accepted before it is closed; 0 for never.
     @ivar acceptBatch: connections to accept per wake-up at most; 0 for
         Twisted's own adaptive batch.
     @ivar standby: boot, then accept nothing until told L{Activate}.
@@ -58,7 +61,8 @@ class WorkerConfig:
     proxyProtocol: bool
     allowance: int
     replaceAt: float
-    maxConcurrent: int
+    maxConcurrent: int | None
+    firstByteTimeout: float
     acceptBatch: int
     standby: bool
     grace: float

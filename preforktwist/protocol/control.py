@@ -47,9 +47,13 @@ class ControlChannel(amp.AMP):
 class Ready(amp.Command):
     """
     The worker has adopted its listening sockets and is accepting.
+    C{maxOpen} is the cap on open connections it settled on (its
+    C{--max-concurrent}, worked out from its open-file limit; 0 for none):
+    the master needs it to tell a worker at its cap, and a pool saturated.
+    Optional, so that a worker of another version still boots.
     """
 
-    arguments = [(b"pid", amp.Integer())]
+    arguments = [(b"pid", amp.Integer()), (b"maxOpen", amp.Integer(optional=True))]
 
 
 class BootFailed(amp.Command):
@@ -72,6 +76,9 @@ class Counts(amp.Command):
         (b"accepted", amp.Integer()),
         (b"open", amp.Integer()),
         (b"served", amp.Integer()),
+        # Connections closed for sending nothing (--first-byte-timeout);
+        # optional, so a worker of another version still reports.
+        (b"firstByteTimeouts", amp.Integer(optional=True)),
     ]
 
 

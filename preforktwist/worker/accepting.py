@@ -122,6 +122,10 @@ class AcceptBudget:
         self._onIdle = onIdle
         self._onAccepted = onAccepted
         self.ports: list[BudgetedTCPPort | BudgetedUNIXPort] = []
+        #: Seconds an accepted connection may stay silent; 0 for ever.
+        self.firstByteTimeout = 0.0
+        #: Connections aborted for staying silent that long.
+        self.firstByteTimeouts = 0
 
     @property
     def served(self) -> int:
@@ -241,13 +245,49 @@ class _CountsClose:
     A server transport that tells its port's budget when it closes: a
     counter at the transport costs nothing per byte, unlike wrapping every
     protocol.
+
+    It also keeps the first-byte timeout (C{--first-byte-timeout}): a
+    connection whose client sends nothing within it is aborted.  It is
+    timed here, below TLS and the PROXY header, so that the first byte is
+    whatever the client sends first (a handshake, a header), and it costs
+    nothing once that byte came: until then the instance's own
+    C{_dataReceived} (through which Twisted's TCP and UNIX C{doRead} pass
+    every read) shadows the class's, and the first read removes it.
     """
 
+    server: Any
+    reactor: Any
+    _silence: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        timeout = self.server.budget.firstByteTimeout
+        if timeout:
+            self._silence = self.reactor.callLater(timeout, self._silent)
+            self._dataReceived = self._firstData
+
+    def _firstData(self, data: bytes | None) -> Any:
+        del self._dataReceived
+        self._stopSilenceTimer()
+        return self._dataReceived(data)
+
+    def _stopSilenceTimer(self) -> None:
+        silence, self._silence = self._silence, None
+        if silence is not None and silence.active():
+            silence.cancel()
+
+    def _silent(self) -> None:
+        self._silence = None
+        self.server.budget.firstByteTimeouts += 1
+        self.abortConnection()  # type: ignore[attr-defined]
+
     def connectionLost(self, reason: Failure) -> None:
+        self._stopSilenceTimer()
+        self.__dict__.pop("_dataReceived", None)
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
-            budget: AcceptBudget = self.server.budget  # type: ignore[attr-defined]
+            budget: AcceptBudget = self.server.budget
             budget.recordClosed()
 
 

@@ -29,6 +29,7 @@ from twisted.logger import (
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
+from preforktwist.common.fdlimit import FileLimit, raiseFileLimit
 from preforktwist.common.lifeline import dieWithParent, leaveTerminalGroup
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.protocol.config import WorkerConfig
@@ -66,26 +67,50 @@ class _PipeObserver:
 FD_RESERVE = 64
 
 
-def _capConcurrency(worker: Worker) -> None:
+def concurrencyCap(wanted: int | None, soft: int) -> int:
     """
-    Keep the concurrency cap below the file-descriptor limit.  A worker
-    that runs out of descriptors makes Twisted accept and close queued
-    connections to recover (losing them); a worker at its cap leaves them
-    queued for its siblings instead.
+    The cap on open connections a worker keeps, for C{--max-concurrent}
+    C{wanted} and a soft open-file limit C{soft}: what the limit allows
+    (less L{FD_RESERVE}) for C{auto} (L{None}), and never more than that
+    for a number; 0 stays 0 (no cap).
+
+    A worker that runs out of descriptors makes Twisted accept and close
+    queued connections to recover (losing them); a worker at its cap leaves
+    them queued for its siblings instead.
     """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or not worker.budget.maxOpen:
-        return
-    limit = max(1, soft - FD_RESERVE)
-    if worker.budget.maxOpen > limit:
+    if wanted == 0:
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return wanted or 0
+    allowed = max(1, soft - FD_RESERVE)
+    return allowed if wanted is None else min(wanted, allowed)
+
+
+def _fitToFileLimit(worker: Worker, limit: FileLimit) -> None:
+    """
+    Set the worker's cap from its (raised) open-file limit, and say both in
+    one line: an operator reading an idle flood's log sees at once how
+    many connections each worker holds.
+    """
+    wanted = worker.config.maxConcurrent
+    cap = worker.budget.maxOpen = concurrencyCap(wanted, limit.soft)
+    if wanted and cap < wanted:
         worker.log.warn(
-            "--max-concurrent {wanted} is above what the file-descriptor limit "
-            "({soft}) allows; using {limit}",
-            wanted=worker.budget.maxOpen,
-            soft=soft,
-            limit=limit,
+            "{limit}; --max-concurrent {wanted} is above what the file-descriptor "
+            "limit ({soft}) allows; using {cap}",
+            limit=limit.describe(),
+            wanted=wanted,
+            soft=limit.soft,
+            cap=cap,
         )
-        worker.budget.maxOpen = limit
+        return
+    held = f"at most {cap} connections open at once" if cap else "no cap"
+    worker.log.info(
+        "{limit}; {held} (--max-concurrent {setting})",
+        limit=limit.describe(),
+        held=held,
+        setting="auto" if wanted is None else wanted,
+    )
 
 
 def _installReactor(name: str) -> None:
@@ -140,7 +165,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
     # faulthandler writes every thread's stack to stderr, from C, even while
     # the Python code is stuck.
     faulthandler.register(signal.SIGUSR2, file=2, all_threads=True)
-    _capConcurrency(worker)
+    _fitToFileLimit(worker, raiseFileLimit())
     worker.updateTitle()
 
     def installSignals() -> None:

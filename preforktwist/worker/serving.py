@@ -98,13 +98,16 @@ class Worker:
         self.exitStatus = 0
         self.budget = AcceptBudget(
             allowance=config.allowance,
-            maxOpen=config.maxConcurrent,
+            # For auto, set from the open-file limit by worker.main before
+            # the reactor runs.
+            maxOpen=config.maxConcurrent or 0,
             onExhausted=self._allowanceUsed,
             onIdle=self._idle,
             onAccepted=self._accepted,
         )
         self.budget.batch = config.acceptBatch
         self.budget.held = config.standby
+        self.budget.firstByteTimeout = config.firstByteTimeout
         self.control: _WorkerControl | None = None
         self.finishing = False
         self._nearAllowanceSent = False
@@ -157,7 +160,7 @@ class Worker:
             wrapped = self._wrap(index, factory)
             adoptListener(self.reactor, fd, family, wrapped, self.budget)
         self._closeFDs(fds)
-        self._call(Ready, pid=os.getpid())
+        self._call(Ready, pid=os.getpid(), maxOpen=self.budget.maxOpen)
 
     def _wrap(self, index: int, factory: IProtocolFactory) -> IProtocolFactory:
         """
@@ -219,7 +222,13 @@ class Worker:
 
     def _sendCounts(self) -> None:
         b = self.budget
-        self._call(Counts, accepted=b.accepted, open=b.open, served=b.served)
+        self._call(
+            Counts,
+            accepted=b.accepted,
+            open=b.open,
+            served=b.served,
+            firstByteTimeouts=b.firstByteTimeouts,
+        )
         self.updateTitle()
 
     def updateTitle(self) -> None:

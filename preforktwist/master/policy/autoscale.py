@@ -30,6 +30,7 @@ from preforktwist.master.listeners import Listener, listenQueue
 from preforktwist.master.periodic import PeriodicService
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.master.procfs import cpuSeconds
+from preforktwist.master.status.saturation import workerCap
 
 
 @dataclass(frozen=True)
@@ -194,9 +195,7 @@ class PoolSampler:
                 if now > then:
                     busy.append(min(1.0, (used - before) / (now - then)))
         self._cpu = seen
-        capacity = sum(
-            getattr(getattr(w, "config", None), "maxConcurrent", 0) for w in accepting
-        )
+        capacity = sum(workerCap(w) for w in accepting)
         return Sample(
             queued=queued,
             open=sum(getattr(w, "open", 0) for w in accepting),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from preforktwist.master.events import RestartCause
+from preforktwist.master.events import CloseCause, RestartCause
 from preforktwist.master.status.scoreboard import STATES, Scoreboard
 
 
@@ -68,6 +68,25 @@ def _families(snapshot: dict[str, Any]) -> Iterator[Any]:
     for cause in RestartCause:
         restarts.add_metric([cause.value], snapshot["restarts"][cause.value])
     yield restarts
+    closes = CounterMetricFamily(
+        "preforktwist_connections_closed",
+        "Connections workers closed themselves, by cause.",
+        labels=["cause"],
+    )
+    for close in CloseCause:
+        closes.add_metric([close.value], snapshot["closes"][close.value])
+    yield closes
+    yield GaugeMetricFamily(
+        "preforktwist_saturated",
+        "1 while every accepting worker is at its --max-concurrent cap.",
+        value=int(pool["saturated"]),
+    )
+    if pool["queued"] is not None:
+        yield GaugeMetricFamily(
+            "preforktwist_connections_queued",
+            "Connections waiting in all listening sockets' queues for a worker.",
+            value=pool["queued"],
+        )
     queue = GaugeMetricFamily(
         "preforktwist_listen_queue_depth",
         "Connections waiting in a listening socket's queue for a worker.",

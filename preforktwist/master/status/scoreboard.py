@@ -24,7 +24,10 @@ The snapshot's schema (version 1), stable: keys are only ever added::
         "wanted": 4, "alive": 5, "booting": 1, "standby": 0, "accepting": 3,
         "paused": 0,                    # accepting, but at --max-concurrent
         "retiring": 1, "stopping": 0,
-        "reloading": false, "spawned": 17
+        "reloading": false, "spawned": 17,
+        "saturated": false,             # every accepting worker at its cap
+        "queued": 0                     # connections waiting, all listeners
+                                        # (null where the kernel won't say)
       },
       "connections": {
         "accepted": 12345, "served": 12300, "open": 45,
@@ -34,6 +37,8 @@ The snapshot's schema (version 1), stable: keys are only ever added::
                    "boot_failure": 0,
                    "heartbeat_timeout": 0, "reload": 4, "scaling": 0,
                    "signal": 0},
+      "closes": {"first_byte_timeout": 3},  # connections workers closed
+                                        # themselves, by cause
       "autoscale": {"min": 2, "max": 8,  # null unless --min/--max-workers
                     "last_decision": {"ago": 12.5, "size": 5,
                                       "reason": "3 connections waiting for 2.0s"}},
@@ -44,6 +49,7 @@ The snapshot's schema (version 1), stable: keys are only ever added::
          "open": 12, "accepted": 800, "served": 788,
          "allowance": 1000,             # 0: no allowance
          "allowance_left": 200,         # null without an allowance
+         "max_concurrent": 19936,       # its cap; 0: none, null: unknown
          "age": 61.2,                   # seconds since it was started
          "last_heartbeat": 0.4,         # seconds since it last reported
          "rss": 31457280}               # bytes, null if unknown
@@ -60,11 +66,12 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from preforktwist.master.events import RestartCause
+from preforktwist.master.events import CloseCause, RestartCause
 from preforktwist.master.listeners import Listener, listenQueue
 from preforktwist.master.periodic import PeriodicService
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.master.procfs import residentBytes
+from preforktwist.master.status.saturation import atCap, isSaturated
 
 SCHEMA = 1
 
@@ -119,9 +126,7 @@ class Scoreboard(PeriodicService):
         return (self._served() - servedThen) / elapsed if elapsed > 0 else 0.0
 
     def workerState(self, worker: Any) -> str:
-        config = getattr(worker, "config", None)
-        maxOpen = config.maxConcurrent if config is not None else 0
-        if worker.state is WorkerState.ACCEPTING and maxOpen and worker.open >= maxOpen:
+        if worker.state is WorkerState.ACCEPTING and atCap(worker):
             return "paused"
         return str(worker.state.value)
 
@@ -145,6 +150,7 @@ class Scoreboard(PeriodicService):
                     "allowance_left": (
                         max(0, allowance - worker.accepted) if allowance else None
                     ),
+                    "max_concurrent": getattr(worker, "maxOpen", None),
                     "age": round(now - record.startedAt, 3),
                     "last_heartbeat": round(now - record.lastSeen, 3),
                     "rss": residentBytes(getattr(worker, "pid", None)),
@@ -169,6 +175,11 @@ class Scoreboard(PeriodicService):
         # Every cause, at 0 if it never happened.
         restarts = {cause.value: pool.restarts.get(cause, 0) for cause in RestartCause}
         live = pool.workers.values()
+        closes = {
+            CloseCause.FIRST_BYTE_TIMEOUT.value: pool.exitedFirstByteTimeouts
+            + sum(getattr(w, "firstByteTimeouts", 0) for w in live)
+        }
+        depths = [row["queue"] for row in listeners if row["queue"] is not None]
         return {
             "schema": SCHEMA,
             "time": time.time(),
@@ -180,6 +191,8 @@ class Scoreboard(PeriodicService):
                 **counts,
                 "reloading": pool.reloading,
                 "spawned": pool.spawned,
+                "saturated": isSaturated(pool),
+                "queued": sum(depths) if depths else None,
             },
             "connections": {
                 "accepted": pool.exitedAccepted + sum(w.accepted for w in live),
@@ -188,6 +201,7 @@ class Scoreboard(PeriodicService):
                 "per_second": round(self.perSecond(), 3),
             },
             "restarts": restarts,
+            "closes": closes,
             "workers": workers,
             "autoscale": self._autoscale(now),
         }
