@@ -22,7 +22,11 @@ from enum import Enum
 from typing import Any
 
 from preforktwist.common.endpoints import ListenError, parseListen
-from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.config import (
+    ACCEPT_WAKEUPS,
+    DEFAULT_ACCEPT_REORDER,
+    WorkerConfig,
+)
 
 #: The most workers one master will keep: beyond this a value is a typo.
 MAX_WORKERS = 1024
@@ -97,6 +101,26 @@ class Text(Kind):
     def check(self, value: Any, shown: str | None = None) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"must be {self.what}, not {shown or repr(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """
+    One of a few words.
+    """
+
+    choices: tuple[str, ...]
+
+    @property
+    def coerceDoc(self) -> str:  # type: ignore[override]
+        return "(" + " or ".join(self.choices) + ")"
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if value not in self.choices:
+            raise ValueError(
+                f"must be {' or '.join(self.choices)}, not {shown or repr(value)}"
+            )
         return value
 
 
@@ -564,6 +588,35 @@ class Settings:
         "The most connections a worker accepts per wake-up. 0 (default) leaves "
         "Twisted's adaptive batch (100 and more); small values spread bursts "
         "over the workers.",
+        metavar="N",
+    )
+    acceptWakeup: str = setting(
+        ACCEPT_WAKEUPS[0],
+        "accept-wakeup",
+        Choice(ACCEPT_WAKEUPS),
+        Side.WORKER,
+        "How idle workers wait on the shared sockets: exclusive wakes one "
+        "worker per connection (epoll reactor, Linux 4.5+), plain wakes "
+        "every idle worker (Twisted's own registration).",
+        "How idle workers wait on the listening sockets: `exclusive` "
+        "(default) registers them with `EPOLLEXCLUSIVE` in the epoll reactor, "
+        "so one connection wakes one worker; `plain` is Twisted's own "
+        "registration, which wakes every idle worker (the thundering herd). "
+        "Other reactors always wait the plain way.",
+        metavar="MODE",
+    )
+    acceptReorder: int = setting(
+        DEFAULT_ACCEPT_REORDER,
+        "accept-reorder",
+        Whole(0, 2**31, _COUNT),
+        Side.WORKER,
+        "With exclusive wake-ups: re-add a worker's registration after this "
+        "many accepts, sending it to the back of the kernel's wait queue so "
+        "that bursts spread over the workers; 0 never re-adds.",
+        f"With exclusive wake-ups, a worker re-adds its registration after N "
+        f"accepts, which sends it to the back of the kernel's wait queue, so "
+        f"that a burst spreads over the workers, as nginx does. Default "
+        f"{DEFAULT_ACCEPT_REORDER}; 0 never re-adds.",
         metavar="N",
     )
     standby: int | None = setting(
