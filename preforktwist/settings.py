@@ -25,6 +25,7 @@ from preforktwist.common.endpoints import ListenError, parseListen
 from preforktwist.protocol.config import (
     ACCEPT_WAKEUPS,
     DEFAULT_ACCEPT_REORDER,
+    DEFAULT_PROTOCOL,
     WorkerConfig,
 )
 
@@ -644,6 +645,22 @@ class Settings:
         "Start each worker as a fresh interpreter instead of forking it from "
         "the fork server (see How it works).",
     )
+    preload: bool = setting(
+        False,
+        "preload",
+        Flag(),
+        Side.MASTER,
+        "The fork server imports the application (--protocol or --factory, "
+        "and --worker-init) before forking workers: no worker imports it "
+        "again, and all share its memory. SIGHUP re-imports it in a new "
+        "fork server.",
+        "The fork server imports the application (`--protocol` or "
+        "`--factory`, and `--worker-init`) once, before it forks workers: a "
+        "replacement then costs the same whatever the application's import "
+        "costs, and the workers share its memory with the fork server. "
+        "`SIGHUP` starts a new fork server, which imports the code on disk "
+        "anew. Off by default; see How it works for the trade-off.",
+    )
     status: str | None = setting(
         None,
         "status",
@@ -769,6 +786,11 @@ class Settings:
             raise BY_NAME["minWorkers"].error("give --max-workers too")
         if low is not None and high is not None and low > high:
             raise BY_NAME["minWorkers"].error(f"{low} is above --max-workers {high}")
+        if self.preload and not self.forkServer:
+            raise BY_NAME["preload"].error(
+                "the application is preloaded into the fork server: "
+                "drop --no-fork-server"
+            )
         for description in self.listen:
             try:
                 parseListen(description, self.backlog)
@@ -860,6 +882,18 @@ def workerConfig(
         countsInterval=countsInterval,
         **shared,
     )
+
+
+def preloadNames(settings: Settings) -> list[str]:
+    """
+    The user's code a C{--preload} fork server imports: what the workers
+    would import first (the protocol or factory, the bundled echo when
+    neither is given, then the worker-init callable).
+    """
+    names = [settings.factory or settings.protocol or DEFAULT_PROTOCOL]
+    if settings.workerInit is not None:
+        names.append(settings.workerInit)
+    return names
 
 
 def _wire(value: Any) -> Any:
