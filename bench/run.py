@@ -100,24 +100,20 @@ class Server:
 
 
 #: Accept-path variants of preforktwist for comparing designs (--accept-
-#: variants), chosen through the worker's environment until they become a
-#: setting: key suffix -> (label suffix, environment).
-ACCEPT_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "": ("", {}),
-    "plain": (" plain epoll", {"PREFORKTWIST_ACCEPT_WAKEUP": "plain"}),
-    "r0": (
-        " exclusive, no reorder",
-        {"PREFORKTWIST_ACCEPT_WAKEUP": "exclusive", "PREFORKTWIST_ACCEPT_REORDER": "0"},
-    ),
-    "r4": (" exclusive, reorder 4", {"PREFORKTWIST_ACCEPT_REORDER": "4"}),
-    "r64": (" exclusive, reorder 64", {"PREFORKTWIST_ACCEPT_REORDER": "64"}),
+#: variants), chosen with its settings: key suffix -> (label suffix, flags).
+ACCEPT_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "": ("", []),
+    "plain": (" plain epoll", ["--accept-wakeup", "plain"]),
+    "r0": (" exclusive, no reorder", ["--accept-reorder", "0"]),
+    "r4": (" exclusive, reorder 4", ["--accept-reorder", "4"]),
+    "r64": (" exclusive, reorder 64", ["--accept-reorder", "64"]),
 }
 
 
 def preforktwist(
     workers: int, maxConnections: int, workload: str = "hello", accept: str = ""
 ) -> Server:
-    acceptLabel, acceptEnv = ACCEPT_VARIANTS[accept]
+    acceptLabel, acceptFlags = ACCEPT_VARIANTS[accept]
     protocol = (
         "preforktwist.examples.HelloHTTP"
         if workload == "hello"
@@ -141,7 +137,7 @@ def preforktwist(
         ]
         if maxConnections:
             command += ["-m", str(maxConnections)]
-        return command
+        return command + acceptFlags
 
     key = f"pt-w{workers}-m{maxConnections}" + ("" if workload == "hello" else "-burn")
     key += f"-{accept}" if accept else ""
@@ -157,7 +153,6 @@ def preforktwist(
         stopSignal=signal.SIGINT,  # Ctrl-C: the documented graceful stop
         workers=workers,
         maxConnections=maxConnections,
-        env=acceptEnv,
     )
 
 

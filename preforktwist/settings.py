@@ -22,7 +22,12 @@ from enum import Enum
 from typing import Any, ClassVar
 
 from preforktwist.common.endpoints import ListenError, parseListen
-from preforktwist.protocol.config import WorkerConfig
+from preforktwist.protocol.config import (
+    ACCEPT_WAKEUPS,
+    DEFAULT_ACCEPT_REORDER,
+    DEFAULT_PROTOCOL,
+    WorkerConfig,
+)
 
 #: The most workers one master will keep: beyond this a value is a typo.
 MAX_WORKERS = 1024
@@ -101,6 +106,26 @@ class Text(Kind):
     def check(self, value: Any, shown: str | None = None) -> Any:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"must be {self.what}, not {shown or repr(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """
+    One of a few words.
+    """
+
+    choices: tuple[str, ...]
+
+    @property
+    def coerceDoc(self) -> str:
+        return "(" + " or ".join(self.choices) + ")"
+
+    def check(self, value: Any, shown: str | None = None) -> Any:
+        if value not in self.choices:
+            raise ValueError(
+                f"must be {' or '.join(self.choices)}, not {shown or repr(value)}"
+            )
         return value
 
 
@@ -637,6 +662,35 @@ class Settings:
         "over the workers.",
         metavar="N",
     )
+    acceptWakeup: str = setting(
+        ACCEPT_WAKEUPS[0],
+        "accept-wakeup",
+        Choice(ACCEPT_WAKEUPS),
+        Side.WORKER,
+        "How idle workers wait on the shared sockets: exclusive wakes one "
+        "worker per connection (epoll reactor, Linux 4.5+), plain wakes "
+        "every idle worker (Twisted's own registration).",
+        "How idle workers wait on the listening sockets: `exclusive` "
+        "(default) registers them with `EPOLLEXCLUSIVE` in the epoll reactor, "
+        "so one connection wakes one worker; `plain` is Twisted's own "
+        "registration, which wakes every idle worker (the thundering herd). "
+        "Other reactors always wait the plain way.",
+        metavar="MODE",
+    )
+    acceptReorder: int = setting(
+        DEFAULT_ACCEPT_REORDER,
+        "accept-reorder",
+        Whole(0, 2**31, _COUNT),
+        Side.WORKER,
+        "With exclusive wake-ups: re-add a worker's registration after this "
+        "many accepts, sending it to the back of the kernel's wait queue so "
+        "that bursts spread over the workers; 0 never re-adds.",
+        f"With exclusive wake-ups, a worker re-adds its registration after N "
+        f"accepts, which sends it to the back of the kernel's wait queue, so "
+        f"that a burst spreads over the workers, as nginx does. Default "
+        f"{DEFAULT_ACCEPT_REORDER}; 0 never re-adds.",
+        metavar="N",
+    )
     standby: int | None = setting(
         None,
         "standby",
@@ -661,6 +715,22 @@ class Settings:
         "imported Twisted (about a millisecond).",
         "Start each worker as a fresh interpreter instead of forking it from "
         "the fork server (see How it works).",
+    )
+    preload: bool = setting(
+        False,
+        "preload",
+        Flag(),
+        Side.MASTER,
+        "The fork server imports the application (--protocol or --factory, "
+        "and --worker-init) before forking workers: no worker imports it "
+        "again, and all share its memory. SIGHUP re-imports it in a new "
+        "fork server.",
+        "The fork server imports the application (`--protocol` or "
+        "`--factory`, and `--worker-init`) once, before it forks workers: a "
+        "replacement then costs the same whatever the application's import "
+        "costs, and the workers share its memory with the fork server. "
+        "`SIGHUP` starts a new fork server, which imports the code on disk "
+        "anew. Off by default; see How it works for the trade-off.",
     )
     status: str | None = setting(
         None,
@@ -787,6 +857,11 @@ class Settings:
             raise BY_NAME["minWorkers"].error("give --max-workers too")
         if low is not None and high is not None and low > high:
             raise BY_NAME["minWorkers"].error(f"{low} is above --max-workers {high}")
+        if self.preload and not self.forkServer:
+            raise BY_NAME["preload"].error(
+                "the application is preloaded into the fork server: "
+                "drop --no-fork-server"
+            )
         for description in self.listen:
             try:
                 parseListen(description, self.backlog)
@@ -878,6 +953,18 @@ def workerConfig(
         countsInterval=countsInterval,
         **shared,
     )
+
+
+def preloadNames(settings: Settings) -> list[str]:
+    """
+    The user's code a C{--preload} fork server imports: what the workers
+    would import first (the protocol or factory, the bundled echo when
+    neither is given, then the worker-init callable).
+    """
+    names = [settings.factory or settings.protocol or DEFAULT_PROTOCOL]
+    if settings.workerInit is not None:
+        names.append(settings.workerInit)
+    return names
 
 
 def _wire(value: Any) -> Any:

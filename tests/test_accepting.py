@@ -25,7 +25,6 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from preforktwist.worker import accepting
 from preforktwist.worker.accepting import AcceptBudget, adoptListener, exclusiveWakeups
 
 
@@ -55,6 +54,10 @@ class _PortTests(TestCase):
     """
 
     timeout = 20
+    #: How the ports wait (C{--accept-wakeup}).
+    wakeup = "exclusive"
+    #: Accepts between re-adds of an exclusive registration.
+    reorder = 16
 
     def listen(self, family: int = socket.AF_INET) -> socket.socket:
         if family == socket.AF_UNIX:
@@ -111,6 +114,8 @@ class _PortTests(TestCase):
             listener.family,
             Factory.forProtocol(Protocol),
             budget,
+            wakeup=self.wakeup,
+            reorder=self.reorder,
         )
 
 
@@ -243,9 +248,23 @@ class PlainRegistrationTests(AdoptedPortTests):
     reactors other than epoll.
     """
 
-    def setUp(self) -> None:
-        self.addCleanup(setattr, accepting, "ACCEPT_WAKEUP", accepting.ACCEPT_WAKEUP)
-        accepting.ACCEPT_WAKEUP = "plain"
+    wakeup = "plain"
+
+    @inlineCallbacks
+    def test_plainRegistration(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        C{--accept-wakeup plain} registers the port as Twisted does, even
+        on the epoll reactor.
+        """
+        listener = self.listen()
+        budget = AcceptBudget()
+        port = self.adopt(listener, budget)
+        assert not port._exclusive
+        poller = getattr(reactor, "_poller", None)
+        if isinstance(poller, select.epoll):
+            events = epollEvents(poller, port.fileno())
+            assert events is not None and not events & select.EPOLLEXCLUSIVE
+        yield self.closeAll(budget, [])
 
 
 class ExclusiveRegistrationTests(_PortTests):
@@ -305,12 +324,10 @@ class ExclusiveRegistrationTests(_PortTests):
         assert self.events(port) == select.EPOLLIN | select.EPOLLEXCLUSIVE
         yield self.closeAll(budget, [])
 
-    @inlineCallbacks
-    def test_reorder(self) -> Generator[Deferred[Any], Any, None]:
+    def readds(self, count: int) -> Deferred[list[int]]:
         """
-        Every REORDER_EVERY accepts the registration is deleted and added
-        again (a new place in the wait queue), still exclusive, and nothing
-        queued is lost on the way.
+        Accept C{count} connections one per wake-up, and return the counts
+        at which the registration was added again.
         """
         listener = self.listen()
         budget = AcceptBudget()
@@ -324,13 +341,45 @@ class ExclusiveRegistrationTests(_PortTests):
             original()
 
         port.startReading = counting
-        count = accepting.REORDER_EVERY * 2 + 1
         clients = self.connect(listener, count)
-        yield pollUntil(lambda: budget.accepted == count)
-        every = accepting.REORDER_EVERY
+
+        @inlineCallbacks
+        def accepted() -> Generator[Deferred[Any], Any, list[int]]:
+            yield pollUntil(lambda: budget.accepted == count)
+            assert self.events(port) == select.EPOLLIN | select.EPOLLEXCLUSIVE
+            yield self.closeAll(budget, clients)
+            return readds
+
+        return accepted()
+
+    @inlineCallbacks
+    def test_reorder(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Every C{--accept-reorder} accepts the registration is deleted and
+        added again (a new place in the wait queue), still exclusive, and
+        nothing queued is lost on the way.
+        """
+        every = self.reorder
+        readds = yield self.readds(every * 2 + 1)
         assert readds == [every, 2 * every]
-        assert self.events(port) == select.EPOLLIN | select.EPOLLEXCLUSIVE
-        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
+    def test_reorderOther(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        Another C{--accept-reorder} figure is the one used.
+        """
+        self.reorder = 5
+        readds = yield self.readds(11)
+        assert readds == [5, 10]
+
+    @inlineCallbacks
+    def test_neverReorder(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        C{--accept-reorder 0} keeps the first registration for good.
+        """
+        self.reorder = 0
+        readds = yield self.readds(20)
+        assert readds == []
 
     def test_plainWhenNotEpoll(self) -> None:
         """
@@ -340,3 +389,4 @@ class ExclusiveRegistrationTests(_PortTests):
 
         assert not exclusiveWakeups(PollReactor())
         assert not exclusiveWakeups(MemoryReactor())
+        assert not exclusiveWakeups(reactor, "plain")

@@ -37,7 +37,7 @@ class Close(Protocol):
         self.transport.loseConnection()
 
 adoptListener(reactor, int(sys.argv[1]), socket.AF_INET,
-              Factory.forProtocol(Close), AcceptBudget())
+              Factory.forProtocol(Close), AcceptBudget(), wakeup=sys.argv[2])
 print("ready", flush=True)
 reactor.run()
 """
@@ -63,11 +63,11 @@ def wakeupsPerConnection(mode: str) -> float:
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     listener.setblocking(False)
-    env = dict(os.environ, PREFORKTWIST_ACCEPT_WAKEUP=mode)
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(listener.fileno())],
+            [sys.executable, "-c", WORKER, str(listener.fileno()), mode],
             pass_fds=[listener.fileno()],
             env=env,
             stdout=subprocess.PIPE,

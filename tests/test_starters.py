@@ -132,9 +132,14 @@ class FakeForkServer:
         FakeForkServer.made.append(self)
 
     def start(
-        self, reactorModule: str, listenFDs: list[int], descriptions: Sequence[str]
+        self,
+        reactorModule: str,
+        listenFDs: list[int],
+        descriptions: Sequence[str],
+        preload: Sequence[str] = (),
     ) -> None:
         self.descriptions = list(descriptions)
+        self.preload = list(preload)
         if FakeForkServer.failStart:
             raise OSError("no more processes")
         self.alive = True

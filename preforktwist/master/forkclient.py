@@ -108,15 +108,19 @@ class ForkServerProcess(ProcessProtocol):
         reactorModule: str,
         listenFDs: list[int],
         descriptions: Sequence[str] = (),
+        preload: Sequence[str] = (),
     ) -> None:
         """
         @param descriptions: the listeners, shown in the fork server's
             process title.
+        @param preload: dotted names the fork server imports before it
+            forks (C{--preload}).
         """
         module = [
             "preforktwist.worker.forkserver",
             reactorModule,
             str(len(listenFDs)),
+            *[arg for name in preload for arg in ("--preload", name)],
             *descriptions,
         ]
         fd = spawnWithChannel(self.reactor, self, module, listenFDs)

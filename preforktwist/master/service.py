@@ -44,7 +44,7 @@ from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
 from preforktwist.master.workers import WorkersService
 from preforktwist.protocol.config import DEFAULT_PROTOCOL
-from preforktwist.settings import Settings, workerConfig
+from preforktwist.settings import Settings, preloadNames, workerConfig
 
 if TYPE_CHECKING:
     # Imported when used: a master without --status never loads twisted.web.
@@ -125,7 +125,10 @@ class PreforkService(MultiService):
         )
         self.starter: IWorkerStarter = (
             ForkServerStarter(
-                reactor, self.listeners.fds, descriptions=self.descriptions
+                reactor,
+                self.listeners.fds,
+                descriptions=self.descriptions,
+                preload=preloadNames(settings) if settings.preload else (),
             )
             if settings.forkServer
             else FreshInterpreterStarter(reactor, self.listeners.fds)

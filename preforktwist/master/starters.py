@@ -120,15 +120,20 @@ class ForkServerStarter:
         listenFDs: Callable[[], Sequence[int]],
         newServer: Callable[[Any], ForkServerProcess] = ForkServerProcess,
         descriptions: Sequence[str] = (),
+        preload: Sequence[str] = (),
     ) -> None:
         """
         @param listenFDs: the listening sockets, in order, as they are now.
         @param newServer: makes the handle on one fork server process.
         @param descriptions: the listeners, for the fork server's title.
+        @param preload: dotted names of the user's code that each fork
+            server imports before it forks (C{--preload}); each new one, on
+            reload, imports them anew.
         """
         self.reactor = reactor
         self.listenFDs = listenFDs
         self.descriptions = list(descriptions)
+        self.preload = list(preload)
         self.fresh = FreshInterpreterStarter(reactor, listenFDs)
         self.server: ForkServerProcess | None = None
         self._newServer = newServer
@@ -179,6 +184,7 @@ class ForkServerStarter:
                 type(self.reactor).__module__,
                 list(self.listenFDs()),
                 self.descriptions,
+                preload=self.preload,
             )
         except Exception as e:
             self.log.warn(

@@ -11,6 +11,16 @@ from dataclasses import asdict, dataclass
 #: What is served when neither C{--protocol} nor C{--factory} is given.
 DEFAULT_PROTOCOL = "preforktwist.examples.Echo"
 
+#: How a worker may wait on the shared sockets (C{--accept-wakeup}), the
+#: default first: C{"exclusive"}, one worker woken per connection (epoll's
+#: C{EPOLLEXCLUSIVE}, on the epoll reactor), or C{"plain"}, Twisted's own
+#: registration, which wakes every idle worker.
+ACCEPT_WAKEUPS = ("exclusive", "plain")
+
+#: Accepts after which an exclusive registration is re-added
+#: (C{--accept-reorder}): nginx's figure.
+DEFAULT_ACCEPT_REORDER = 16
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -44,6 +54,9 @@ class WorkerConfig:
         is accepted before it is closed; 0 for never.
     @ivar acceptBatch: connections to accept per wake-up at most; 0 for
         Twisted's own adaptive batch.
+    @ivar acceptWakeup: one of L{ACCEPT_WAKEUPS}.
+    @ivar acceptReorder: accepts after which an exclusive registration is
+        re-added; 0 for never.
     @ivar standby: boot, then accept nothing until told L{Activate}.
     @ivar grace: seconds to finish open connections once told to stop.
     @ivar reactor: module of the master's reactor, to install the same one.
@@ -64,6 +77,8 @@ class WorkerConfig:
     maxConcurrent: int | None
     firstByteTimeout: float
     acceptBatch: int
+    acceptWakeup: str
+    acceptReorder: int
     standby: bool
     grace: float
     reactor: str

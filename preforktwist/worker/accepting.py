@@ -26,14 +26,14 @@ listening port: it only ever reads, so pausing is a delete and resuming an
 add.  It must be the reactor's own epoll: an inner epoll holding the socket
 exclusively, itself polled by the reactor's, wakes every worker again.
 Exclusive wake-ups favour the worker that has waited longest in the
-socket's wait queue; re-adding the registration every L{REORDER_EVERY}
-accepts sends the worker to the back of that queue, as nginx does.  Any
-other reactor (poll, select, non-Linux) gets Twisted's plain registration.
+socket's wait queue; re-adding the registration every C{--accept-reorder}
+accepts (16 by default) sends the worker to the back of that queue, as
+nginx does.  Any other reactor (poll, select, non-Linux), or
+C{--accept-wakeup plain}, gets Twisted's plain registration.
 """
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 from collections.abc import Callable
@@ -45,6 +45,8 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from preforktwist.protocol.config import ACCEPT_WAKEUPS, DEFAULT_ACCEPT_REORDER
+
 _log = Logger(namespace="preforktwist.accepting")
 
 try:
@@ -52,25 +54,18 @@ try:
 except ImportError:  # no epoll: not Linux
     EPollReactor = None  # type: ignore[assignment,misc]
 
-#: How a worker waits on the shared sockets: C{"exclusive"} (one worker
-#: woken per connection, where the reactor is epoll) or C{"plain"}
-#: (Twisted's registration: every idle worker woken).  To become a setting;
-#: until then the benchmark chooses through the environment.
-ACCEPT_WAKEUP = os.environ.get("PREFORKTWIST_ACCEPT_WAKEUP", "exclusive")
-#: Re-add an exclusive registration after this many accepts, which moves
-#: the worker to the back of the socket's wait queue; 0 never does.
-REORDER_EVERY = int(os.environ.get("PREFORKTWIST_ACCEPT_REORDER", "16"))
 
 _EPOLLEXCLUSIVE: int | None = getattr(select, "EPOLLEXCLUSIVE", None)
 
 
-def exclusiveWakeups(reactor: object) -> bool:
+def exclusiveWakeups(reactor: object, wakeup: str = ACCEPT_WAKEUPS[0]) -> bool:
     """
-    Whether ports adopted into C{reactor} register exclusively: only in
-    Twisted's own epoll reactor, whose registrations we know how to make.
+    Whether ports adopted into C{reactor} register exclusively: when asked
+    to, and only in Twisted's own epoll reactor, whose registrations we
+    know how to make.
     """
     return (
-        ACCEPT_WAKEUP == "exclusive"
+        wakeup == "exclusive"
         and _EPOLLEXCLUSIVE is not None
         and EPollReactor is not None
         and isinstance(reactor, EPollReactor)
@@ -340,6 +335,8 @@ class _BudgetedPortMixin:
     _batch: int = 100
     #: Register exclusively (decided when the port is adopted).
     _exclusive: bool = False
+    #: Re-add the exclusive registration after this many accepts; 0 never.
+    _reorderEvery: int = DEFAULT_ACCEPT_REORDER
     #: Accepts since the registration was last added.
     _sinceAdded: int = 0
 
@@ -374,14 +371,14 @@ class _BudgetedPortMixin:
 
     def _reorder(self, accepted: int) -> None:
         """
-        After every L{REORDER_EVERY} accepts, delete and re-add the
+        After every C{_reorderEvery} accepts, delete and re-add the
         registration: the kernel wakes exclusive waiters in queue order, so
         this hands the next connections to the siblings.
         """
         self._sinceAdded += accepted
         if (
-            REORDER_EVERY
-            and self._sinceAdded >= REORDER_EVERY
+            self._reorderEvery
+            and self._sinceAdded >= self._reorderEvery
             and self.fileno() in self.reactor._reads
         ):
             self.reactor.removeReader(self)
@@ -483,11 +480,17 @@ def adoptListener(
     family: int,
     factory: IProtocolFactory,
     budget: AcceptBudget,
+    wakeup: str = ACCEPT_WAKEUPS[0],
+    reorder: int = DEFAULT_ACCEPT_REORDER,
 ) -> BudgetedTCPPort | BudgetedUNIXPort:
     """
     Start accepting on an inherited, listening, non-blocking socket, within
     C{budget}.  The port works on a duplicate of C{fd}; the caller may close
     C{fd} afterwards.
+
+    @param wakeup: one of L{ACCEPT_WAKEUPS} (C{--accept-wakeup}).
+    @param reorder: re-add an exclusive registration after this many
+        accepts; 0 never (C{--accept-reorder}).
     """
     # Twisted's accept loop reaches its reserved descriptor through this
     # module attribute; in a worker, ours notices EMFILE instead.
@@ -498,7 +501,8 @@ def adoptListener(
     else:
         port = BudgetedTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
     port.budget = budget
-    port._exclusive = exclusiveWakeups(reactor)
+    port._exclusive = exclusiveWakeups(reactor, wakeup)
+    port._reorderEvery = reorder
     budget.ports.append(port)
     port.startListening()
     if budget.room() == 0:

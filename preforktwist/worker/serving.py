@@ -158,7 +158,15 @@ class Worker:
             zip(fds, self.config.families, strict=True)
         ):
             wrapped = self._wrap(index, factory)
-            adoptListener(self.reactor, fd, family, wrapped, self.budget)
+            adoptListener(
+                self.reactor,
+                fd,
+                family,
+                wrapped,
+                self.budget,
+                wakeup=self.config.acceptWakeup,
+                reorder=self.config.acceptReorder,
+            )
         self._closeFDs(fds)
         self._call(Ready, pid=os.getpid(), maxOpen=self.budget.maxOpen)
 
