@@ -60,13 +60,11 @@ def _preimport(reactorModule: str) -> None:
     import twisted.protocols.amp  # noqa: F401
     from twisted.python.reflect import namedAny
 
-    import preforktwist.worker.serving
+    import preforktwist.worker.serving  # noqa: F401
 
     if reactorModule:
         try:
             namedAny(reactorModule)
-            if reactorModule == workermain._EPOLL:
-                import preforktwist.worker.dispatch  # noqa: F401
         except Exception:
             pass
     assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"

@@ -87,23 +87,10 @@ def _capConcurrency(worker: Worker) -> None:
         worker.budget.maxOpen = limit
 
 
-#: The reactor module a worker replaces with its own variant.
-_EPOLL = "twisted.internet.epollreactor"
-
-
 def _installReactor(name: str) -> None:
-    """
-    Install the master's kind of reactor; for epoll, the worker's own
-    variant of it (L{preforktwist.worker.dispatch}).
-    """
     if name and "twisted.internet.reactor" not in sys.modules:
         try:
-            if name == _EPOLL:
-                from preforktwist.worker import dispatch
-
-                dispatch.install()
-            else:
-                namedAny(name).install()
+            namedAny(name).install()
         except Exception as e:
             print(
                 f"cannot install reactor {name} ({e}); using the default",
