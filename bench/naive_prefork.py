@@ -11,6 +11,12 @@ on the same socket with plain C{EPOLLIN}, so every idle child wakes for
 every connection (the thundering herd) and a woken child accepts up to
 Twisted's whole batch (100+) at once.  No recycling, no respawn.
 
+With C{--reuseport}, the experiment for nginx's C{listen ... reuseport}
+design instead: the parent opens one C{SO_REUSEPORT} socket per worker
+slot on the same address and holds them all; child K adopts only socket K,
+so the kernel hashes each connection to one child's queue and wakes only
+that child.
+
 Each child prints C{child K pid P ready} when serving and C{child K pid P
 served N connections} when stopped; the parent forwards SIGTERM/SIGINT to
 the children and waits for them.
@@ -61,13 +67,25 @@ def main() -> None:
     parser.add_argument("--workers", "-w", type=int, default=2)
     parser.add_argument("--protocol", default="preforktwist.examples.HelloHTTP")
     parser.add_argument("--backlog", type=int, default=1024)
+
+    parser.add_argument(
+        "--reuseport",
+        action="store_true",
+        help="one SO_REUSEPORT socket per child, all held by the parent",
+    )
     args = parser.parse_args()
 
-    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listening.bind((args.interface, args.port))
-    listening.listen(args.backlog)
-    listening.setblocking(False)
+    def listen() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if args.reuseport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((args.interface, args.port))
+        s.listen(args.backlog)
+        s.setblocking(False)
+        return s
+
+    slots = [listen() for _ in range(args.workers if args.reuseport else 1)]
     protocol = loadProtocol(args.protocol)  # imported once, shared by the forks
 
     children: set[int] = set()
@@ -76,7 +94,11 @@ def main() -> None:
         if pid == 0:
             status = 1
             try:
-                status = child(number, listening, protocol)
+                mine = slots[(number - 1) % len(slots)]
+                for other in slots:
+                    if other is not mine:
+                        other.close()
+                status = child(number, mine, protocol)
             finally:
                 sys.stdout.flush()
                 os._exit(status)
@@ -102,7 +124,8 @@ def main() -> None:
         except ChildProcessError:
             break
         children.discard(pid)
-    listening.close()
+    for s in slots:
+        s.close()
 
 
 if __name__ == "__main__":

@@ -179,15 +179,17 @@ def single(workload: str = "hello") -> Server:
     )
 
 
-def naive(workers: int, workload: str = "hello") -> Server:
+def naive(workers: int, workload: str = "hello", reuseport: bool = False) -> Server:
     protocol = (
         "preforktwist.examples.HelloHTTP"
         if workload == "hello"
         else "bench.protocols.BurnHTTP"
     )
     return Server(
-        key=f"naive-w{workers}" + ("" if workload == "hello" else "-burn"),
+        key=f"naive{'-rp' if reuseport else ''}-w{workers}"
+        + ("" if workload == "hello" else "-burn"),
         label=f"naive Twisted pre-fork -w {workers}"
+        + (" SO_REUSEPORT per worker" if reuseport else "")
         + ("" if workload == "hello" else " burn"),
         kind="naive",
         workload=workload,
@@ -200,6 +202,7 @@ def naive(workers: int, workload: str = "hello") -> Server:
             str(workers),
             "--protocol",
             protocol,
+            *(["--reuseport"] if reuseport else []),
         ],
         readyPattern=r"child \d+ pid \d+ ready",
         readyCount=workers,
@@ -331,6 +334,7 @@ def nginx(workers: int = 2) -> Server:
 def allServers(acceptVariants: bool = False) -> list[Server]:
     variants = (
         [preforktwist(w, 0, accept=a) for a in ACCEPT_VARIANTS if a for w in (2, 8)]
+        + [naive(w, reuseport=True) for w in (2, 8)]
         if acceptVariants
         else []
     )
@@ -976,6 +980,7 @@ def burstServers(acceptVariants: bool) -> list[Server]:
         servers += [
             preforktwist(w, 0, accept=a) for a in ("plain", "r0") for w in (2, 4, 8)
         ]
+        servers += [naive(w, reuseport=True) for w in (2, 4, 8)]
     return servers + [naive(w) for w in (2, 4, 8)]
 
 

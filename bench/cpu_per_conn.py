@@ -1,0 +1,188 @@
+"""
+CPU per 1,000 connections, worker processes apart from the rest:
+
+    python bench/cpu_per_conn.py --rounds 5 --duration 5 \\
+        --servers single,pt-w2-m0,naive-w2 [--pt-rev REV ...]
+
+C{bench/run.py} sums the CPU of every process of a server; this separates
+the processes that accept and serve (the workers; the single process is
+its own worker) from the rest (the master, the fork server, the naive
+parent), so that the per-connection work of the accept and serve path can
+be compared between preforktwist, the naive pre-fork and one plain process
+without the master's periodic work in the figure.  The load is wrk's
+connection-rate load (C{Connection: close}: one request per connection),
+the servers run one after the other in rounds whose order alternates, and
+every figure is the median over the rounds.
+
+C{--pt-rev REV} adds preforktwist as of a git revision (its
+C{preforktwist/} exported to a temporary directory, first on the servers'
+C{PYTHONPATH}) beside the working tree's, key C{pt-w2-m0@REV}: before and
+after in one run.  C{/proc} ticks are 10 ms; a 5 s run at 10,000
+connections a second gives 50,000 connections and about 0.2 ms of
+resolution per 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import run
+
+
+def readCmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def isWorker(server: run.Server, proc: run.Proc, master: int) -> bool:
+    if server.kind == "single":
+        return True
+    if server.kind == "preforktwist":
+        return "preforktwist worker" in readCmdline(proc.pid)
+    return proc.ppid == master  # the naive pre-fork's children
+
+
+def ticks(server: run.Server, master: int) -> tuple[int, int, int]:
+    """
+    CPU ticks so far: (workers, everything else, worker count).
+    """
+    workers = other = count = 0
+    for p in run.sessionProcs(master):
+        if isWorker(server, p, master):
+            workers += p.ticks
+            count += 1
+        else:
+            other += p.ticks
+    return workers, other, count
+
+
+def measureOnce(server: run.Server, duration: int, mode: str) -> dict[str, Any]:
+    port = run.freePort()
+    tmp = tempfile.mkdtemp(prefix=f"cpc-{server.key}-")
+    log = os.path.join(tmp, "server.log")
+    proc = run.startServer(server, port, tmp, log)
+    try:
+        run.waitReady(server, proc, port, log)
+        time.sleep(0.3)
+        w0, o0, n0 = ticks(server, proc.pid)
+        out = subprocess.run(
+            run.wrkCommand(port, mode, duration),
+            capture_output=True,
+            text=True,
+            timeout=duration + 30,
+        )
+        w1, o1, n1 = ticks(server, proc.pid)
+    finally:
+        run.stopServer(server, proc)
+    share = run.workerShare(server, log) if server.kind != "single" else {}
+    parsed = run.parseWrk(out.stdout)
+    requests = parsed["requests"]
+    return {
+        "rate": parsed["rps"],
+        "requests": requests,
+        "errors": parsed.get("errors", 0),
+        "workers_per_1k": (w1 - w0) / run.CLK_TCK / requests * 1000,
+        "other_per_1k": (o1 - o0) / run.CLK_TCK / requests * 1000,
+        "worker_procs": (n0, n1),
+        "share": share.get("max_over_min"),
+        "counts": share.get("counts"),
+    }
+
+
+def servers(keys: list[str], revisions: list[str]) -> list[run.Server]:
+    known = {s.key: s for s in run.allServers(acceptVariants=True)}
+    for workers in (2, 4, 8):
+        known.setdefault(f"pt-w{workers}-m0", run.preforktwist(workers, 0))
+        known.setdefault(f"naive-w{workers}", run.naive(workers))
+    chosen = [known[k] for k in keys]
+    for rev in revisions:
+        path, _ = run.snapshot(rev)
+        for key in keys:
+            base = known[key]
+            if base.kind != "preforktwist":
+                continue
+            env = dict(base.env or {})
+            env["PYTHONPATH"] = os.pathsep.join([path, run.ROOT])
+            chosen.append(
+                replace(base, key=f"{key}@{rev}", label=f"{base.label} @{rev}", env=env)
+            )
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--servers", default="single,pt-w2-m0,naive-w2")
+    parser.add_argument("--pt-rev", action="append", default=[])
+    parser.add_argument("--mode", choices=run.MODES, default="close")
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="also open this many long-lived connections over 1 s per server "
+        "and round (bench/run.py's long-lived burst), and report the balance",
+    )
+    args = parser.parse_args()
+    chosen = servers(args.servers.split(","), args.pt_rev)
+    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in chosen}
+    try:
+        for r in range(args.rounds):
+            order = chosen if r % 2 == 0 else chosen[::-1]
+            for server in order:
+                if args.duration:
+                    result = measureOnce(server, args.duration, args.mode)
+                else:
+                    result = {"rate": 0.0, "workers_per_1k": 0.0}
+                    result.update(other_per_1k=0.0, errors=0, share=None)
+                if args.burst and server.kind != "single":
+                    b = run.burst(server, args.burst, 1.0, tempfile.gettempdir())
+                    result["burst"] = b.get("max_over_min")
+                    result["burst_counts"] = b.get("counts")
+                    result["burst_errors"] = b.get("errors")
+                results[server.key].append(result)
+                print(
+                    f"round {r + 1} {server.key:24} {result['rate']:>9,.0f} conn/s  "
+                    f"workers {result['workers_per_1k'] * 1000:6.1f} ms/1k  "
+                    f"other {result['other_per_1k'] * 1000:5.1f} ms/1k  "
+                    f"errors {result['errors']}  share {result.get('share')} "
+                    f"{result.get('counts')}  burst {result.get('burst')} "
+                    f"{result.get('burst_counts')}",
+                    flush=True,
+                )
+    finally:
+        run.stopEverything()
+    print(f"\nmedians of {args.rounds} rounds, {args.duration} s each:")
+    print(
+        f"{'server':24} {'conn/s':>9} {'workers ms/1k':>14} {'other ms/1k':>12} "
+        f"{'share max/min':>14} {'burst max/min':>14}"
+    )
+
+    def median(rs: list[dict[str, Any]], key: str) -> float:
+        values = [x[key] for x in rs if x.get(key) is not None]
+        return statistics.median(values) if values else float("nan")
+
+    for key, rs in results.items():
+        print(
+            f"{key:24} {median(rs, 'rate'):>9,.0f} "
+            f"{median(rs, 'workers_per_1k') * 1000:>14.1f} "
+            f"{median(rs, 'other_per_1k') * 1000:>12.1f} "
+            f"{median(rs, 'share'):>14.2f} {median(rs, 'burst'):>14.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
