@@ -185,6 +185,25 @@ class AdoptedPortTests(_PortTests):
         yield self.closeAll(budget, clients)
 
     @inlineCallbacks
+    def test_standbyDrainsOnClose(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        A standby, held for a hand-over, takes its share of the queue when
+        the server stops: the worker it was to replace may have used its
+        allowance just before, and then nobody else would.
+        """
+        listener = self.listen()
+        budget = AcceptBudget(allowance=10)
+        budget.held = True
+        self.adopt(listener, budget)
+        clients = self.connect(listener, 3)
+        yield settle()
+        assert budget.accepted == 0
+        budget.close(drain=True)
+        assert budget.accepted == 3
+        assert self.queued(listener) == 0
+        yield self.closeAll(budget, clients)
+
+    @inlineCallbacks
     def test_tcpCloseLeavesSharedSocket(self) -> Generator[Deferred[Any], Any, None]:
         listener = self.listen()
         budget = AcceptBudget()

@@ -509,8 +509,7 @@ class Pool:
             return
         restart = RestartCause.fromWorker(cause)
         self._count(restart)
-        self._retire(worker, restart)
-        self._fill()
+        self._retire(worker, restart, refill=True)
 
     def retireWorker(self, worker: PoolWorker, cause: RestartCause) -> None:
         """
@@ -525,9 +524,18 @@ class Pool:
             worker.retire()
             self._retire(worker, cause)
 
-    def _retire(self, worker: PoolWorker, cause: RestartCause) -> None:
+    def _retire(
+        self, worker: PoolWorker, cause: RestartCause, refill: bool = False
+    ) -> None:
+        """
+        C{worker} accepts no more and drains.  With C{refill}, the pool is
+        filled before the line is logged, so that a held replacement taking
+        over at this very moment shows as accepting in it.
+        """
         worker.state = WorkerState.RETIRING
         self._setTimer(worker, self.grace, self._graceOver)
+        if refill:
+            self._fill()
         self.log.info(
             "{worker} is retiring ({cause}) ({summary})",
             worker=worker.describe(),

@@ -205,6 +205,11 @@ class AcceptBudget:
         d: Deferred[None] = Deferred()
         self._whenClosed.append(d)
         if drain and not self.closing and not self.draining:
+            # A standby held for a hand-over takes its share of the queue
+            # too: the worker it was to replace may have used its allowance
+            # a moment before the stop reached it, leaving what is queued
+            # to whoever still has a socket open.
+            self.held = False
             self.draining = True
             self._drainPorts()
         elif not self.draining:
@@ -217,10 +222,9 @@ class AcceptBudget:
                 break
             if port.drainQueue():
                 self._closePorts([port])
-        # No drain can go on: the worker is a standby that never accepted,
-        # or no connection will close to make room.
+        # No drain can go on: no connection will close to make room.
         stuck = self.room() == 0 and self.open == 0
-        if self.held or stuck or not self.ports:
+        if stuck or not self.ports:
             self._closePorts(list(self.ports))
 
     def _closePorts(self, ports: list[BudgetedTCPPort | BudgetedUNIXPort]) -> None:
