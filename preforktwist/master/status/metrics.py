@@ -11,6 +11,7 @@ would grow Prometheus' series without end.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
 
 from preforktwist.master.events import CloseCause, RestartCause
@@ -60,22 +61,18 @@ def _families(snapshot: dict[str, Any]) -> Iterator[Any]:
         "1 while a rolling reload runs.",
         value=pool["reloading"],
     )
-    restarts = CounterMetricFamily(
+    yield _byCause(
         "preforktwist_worker_restarts",
         "Workers replaced, by cause.",
-        labels=["cause"],
+        RestartCause,
+        snapshot["restarts"],
     )
-    for cause in RestartCause:
-        restarts.add_metric([cause.value], snapshot["restarts"][cause.value])
-    yield restarts
-    closes = CounterMetricFamily(
+    yield _byCause(
         "preforktwist_connections_closed",
         "Connections workers closed themselves, by cause.",
-        labels=["cause"],
+        CloseCause,
+        snapshot["closes"],
     )
-    for close in CloseCause:
-        closes.add_metric([close.value], snapshot["closes"][close.value])
-    yield closes
     yield GaugeMetricFamily(
         "preforktwist_saturated",
         "1 while every accepting worker is at its --max-concurrent cap.",
@@ -116,6 +113,21 @@ class _Collector:
 
     def collect(self) -> Iterator[Any]:
         return _families(self.scoreboard.snapshot())
+
+
+def _byCause(
+    name: str, documentation: str, causes: type[Enum], counts: dict[str, int]
+) -> Any:
+    """
+    A counter labelled C{cause}, one sample per member of C{causes} (each
+    spelled as in the status JSON), so that a cause never seen is a 0.
+    """
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(name, documentation, labels=["cause"])
+    for cause in causes:
+        family.add_metric([cause.value], counts[cause.value])
+    return family
 
 
 def exposition(scoreboard: Scoreboard) -> tuple[bytes, str]:
