@@ -42,7 +42,6 @@ def renewReactor(reactor: Any) -> set[int]:
     assert not reactor.running, "a running reactor cannot be renewed"
     readers = [r for r in reactor.getReaders() if r is not reactor.waker]
     writers = list(reactor.getWriters())
-    owned: set[int] = set()
     poller = getattr(reactor, "_poller", None)
     if isinstance(poller, select.epoll):
         # Forget the old registrations without epoll_ctl: the instance is
@@ -52,7 +51,6 @@ def renewReactor(reactor: Any) -> set[int]:
         reactor._reads.clear()
         reactor._writes.clear()
         reactor._selectables.clear()
-        owned.add(reactor._poller.fileno())
     else:
         # poll() and select() keep their sets in this process's memory:
         # only the waker is shared.  Take it out of their bookkeeping.
@@ -63,14 +61,27 @@ def renewReactor(reactor: Any) -> set[int]:
         reactor.waker = None
         _closeWaker(waker)
     reactor.installWaker()
-    if reactor.waker is not None:
-        owned.update(_wakerFDs(reactor.waker))
     if isinstance(reactor._poller, select.epoll):
         for reader in readers:
             reactor.addReader(reader)
         for writer in writers:
             reactor.addWriter(writer)
-    return owned
+    return reactorFDs(reactor)
+
+
+def reactorFDs(reactor: object) -> set[int]:
+    """
+    The descriptors of a reactor's poller (epoll only: poll and select keep
+    no descriptor) and of its waker pipe.
+    """
+    fds = set()
+    poller = getattr(reactor, "_poller", None)
+    if poller is not None and hasattr(poller, "fileno"):
+        fds.add(poller.fileno())
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        fds |= _wakerFDs(waker)
+    return fds
 
 
 def _forgetWaker(reactor: Any) -> None:

@@ -54,7 +54,7 @@ from preforktwist.protocol import forking
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import CONTROL_FD, FIRST_LISTEN_FD
 from preforktwist.worker import main as workermain
-from preforktwist.worker.afterfork import renewReactor
+from preforktwist.worker.afterfork import reactorFDs, renewReactor
 
 
 def _preimport(reactorModule: str) -> None:
@@ -127,11 +127,7 @@ def _preload(reactorModule: str, names: list[str]) -> None:
 
     from twisted.python.reflect import namedAny
 
-    if reactorModule and "twisted.internet.reactor" not in sys.modules:
-        try:
-            namedAny(reactorModule).install()
-        except Exception as e:
-            print(f"cannot install reactor {reactorModule} ({e})", file=sys.stderr)
+    workermain.installReactor(reactorModule)
     for name in names:
         try:
             namedAny(name)
@@ -314,7 +310,7 @@ class ForkTemplate:
                 # Preloaded code installed a reactor here: its poller and
                 # waker are the template's.  Before anything else runs,
                 # the worker gets its own.
-                keep -= _reactorFDs(installed)
+                keep -= reactorFDs(installed)
                 keep |= renewReactor(installed)
             for fd in _openFDs():
                 if fd not in keep:
@@ -328,22 +324,6 @@ class ForkTemplate:
 
             traceback.print_exc()
         os._exit(1)
-
-
-def _reactorFDs(reactor: object) -> set[int]:
-    """
-    The descriptors of an inherited reactor's poller and waker.
-    """
-    fds = set()
-    poller = getattr(reactor, "_poller", None)
-    if poller is not None and hasattr(poller, "fileno"):
-        fds.add(poller.fileno())
-    waker = getattr(reactor, "waker", None)
-    for name in ("i", "o"):
-        fd = getattr(waker, name, None)
-        if isinstance(fd, int):
-            fds.add(fd)
-    return fds
 
 
 def _openFDs() -> list[int]:
@@ -372,8 +352,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if preload:
         before = set(_openFDs())
         _preload(reactorModule, preload)
-        reactorFDs = _reactorFDs(sys.modules.get("twisted.internet.reactor"))
-        preloaded = set(_openFDs()) - before - reactorFDs
+        owned = reactorFDs(sys.modules.get("twisted.internet.reactor"))
+        preloaded = set(_openFDs()) - before - owned
     # Everything imported so far lives as long as every worker: keep the
     # collector away from it, so that a child's collections do not write
     # to (and so copy) the pages it shares with this template.

@@ -113,7 +113,11 @@ def _fitToFileLimit(worker: Worker, limit: FileLimit) -> None:
     )
 
 
-def _installReactor(name: str) -> None:
+def installReactor(name: str) -> None:
+    """
+    Install the reactor named C{name} (the master's type) unless one is
+    installed already; one that cannot be installed leaves the default.
+    """
     if name and "twisted.internet.reactor" not in sys.modules:
         try:
             namedAny(name).install()
@@ -150,7 +154,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
         outlive the fork server if need be.
     """
     leaveTerminalGroup()
-    _installReactor(config.reactor)
+    installReactor(config.reactor)
     reactor = preforkReactor()
 
     globalLogBeginner.beginLoggingTo(
