@@ -157,7 +157,7 @@ class AdoptedPortTests(_PortTests):
         With at most 2 open, the third waits in the queue until one closes.
         """
         listener = self.listen()
-        budget = AcceptBudget(maxOpen=2)
+        budget = AcceptBudget(maxConcurrent=2)
         self.adopt(listener, budget)
         clients = self.connect(listener, 5)
         yield pollUntil(lambda: budget.accepted == 2)
@@ -175,9 +175,9 @@ class AdoptedPortTests(_PortTests):
         close(drain=True) first accepts what is queued.
         """
         listener = self.listen()
-        budget = AcceptBudget(maxOpen=1)
+        budget = AcceptBudget(maxConcurrent=1)
         self.adopt(listener, budget)
-        budget.maxOpen = 0
+        budget.maxConcurrent = 0
         clients = self.connect(listener, 5)
         budget.close(drain=True)
         assert budget.accepted == 5
@@ -312,7 +312,7 @@ class ExclusiveRegistrationTests(_PortTests):
         registration, and the resume adds it back, exclusive again.
         """
         listener = self.listen()
-        budget = AcceptBudget(maxOpen=1)
+        budget = AcceptBudget(maxConcurrent=1)
         port = self.adopt(listener, budget)
         want = select.EPOLLIN | select.EPOLLEXCLUSIVE
         assert self.events(port) == want

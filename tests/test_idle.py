@@ -282,7 +282,7 @@ def watched(size: int = 2) -> tuple[Harness, SaturationWatch]:
     h.pool.start()
     h.readyAll()
     for worker in h.spawned:
-        worker.maxOpen = 2  # type: ignore[attr-defined]
+        worker.maxConcurrent = 2  # type: ignore[attr-defined]
         worker.open = 0  # type: ignore[attr-defined]
     watch = SaturationWatch(h.pool, [], h.clock, interval=1.0, repeat=60.0)
     return h, watch
@@ -302,7 +302,7 @@ def test_saturation_needs_every_accepting_worker_at_its_cap() -> None:
     assert isSaturated(h.pool)
     assert Scoreboard(h.pool, [], h.clock).snapshot()["pool"]["saturated"] is True
     # A worker without a cap (-c 0) is never at it.
-    h.spawned[1].maxOpen = 0  # type: ignore[attr-defined]
+    h.spawned[1].maxConcurrent = 0  # type: ignore[attr-defined]
     assert not isSaturated(h.pool)
     # No worker accepting is another trouble, not saturation.
     for worker in h.spawned:

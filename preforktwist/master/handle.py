@@ -59,8 +59,8 @@ class _MasterControl(ControlChannel):
         self.spare: Spare | None = None
 
     @Ready.responder
-    def ready(self, pid: int, maxOpen: int | None = None) -> dict[str, Any]:
-        self.worker.maxOpen = maxOpen
+    def ready(self, pid: int, maxConcurrent: int | None = None) -> dict[str, Any]:
+        self.worker.maxConcurrent = maxConcurrent
         self.worker.pool.workerReady(self.worker)
         return {}
 
@@ -228,7 +228,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar served: connections it finished, as last reported.
     @ivar firstByteTimeouts: connections it closed for sending nothing, as
         last reported.
-    @ivar maxOpen: the cap on open connections it settled on (0 for none),
+    @ivar maxConcurrent: the cap on open connections it settled on (0 for none),
         as it said when ready; L{None} before, or from a worker that does
         not say.
     """
@@ -243,7 +243,7 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.accepted = self.open = self.served = 0
         self.firstByteTimeouts = 0
-        self.maxOpen: int | None = None
+        self.maxConcurrent: int | None = None
         self.control: _MasterControl | None = None
         self.config: WorkerConfig | None = None
         self.exited = False

@@ -47,13 +47,16 @@ class ControlChannel(amp.AMP):
 class Ready(amp.Command):
     """
     The worker has adopted its listening sockets and is accepting.
-    C{maxOpen} is the cap on open connections it settled on (its
+    C{maxConcurrent} is the cap on open connections it settled on (its
     C{--max-concurrent}, worked out from its open-file limit; 0 for none):
     the master needs it to tell a worker at its cap, and a pool saturated.
     Optional, so that a worker of another version still boots.
     """
 
-    arguments = [(b"pid", amp.Integer()), (b"maxOpen", amp.Integer(optional=True))]
+    arguments = [
+        (b"pid", amp.Integer()),
+        (b"maxConcurrent", amp.Integer(optional=True)),
+    ]
 
 
 class BootFailed(amp.Command):

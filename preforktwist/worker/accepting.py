@@ -86,7 +86,7 @@ class AcceptBudget:
     def __init__(
         self,
         allowance: int = 0,
-        maxOpen: int = 0,
+        maxConcurrent: int = 0,
         onExhausted: Callable[[], None] = lambda: None,
         onIdle: Callable[[], None] = lambda: None,
         onAccepted: Callable[[], None] = lambda: None,
@@ -94,13 +94,13 @@ class AcceptBudget:
         """
         @param allowance: connections this worker may accept in all; 0 for
             no limit.
-        @param maxOpen: connections it may hold open at once; 0 for no cap.
+        @param maxConcurrent: connections it may hold open at once; 0 for no cap.
         @param onExhausted: called once, when the allowance is used up.
         @param onIdle: called whenever the last open connection closes.
         @param onAccepted: called after each batch of accepted connections.
         """
         self.allowance = allowance
-        self.maxOpen = maxOpen
+        self.maxConcurrent = maxConcurrent
         #: The most connections one wake-up may accept; 0 leaves Twisted's
         #: own adaptive batch.  Small batches spread a burst over the
         #: workers instead of letting the first awake take it all.
@@ -141,8 +141,8 @@ class AcceptBudget:
             # served, even past the allowance, since no replacement will
             # come to serve it.
             limits.append(self.allowance - self.accepted)
-        if self.maxOpen:
-            limits.append(self.maxOpen - self.open)
+        if self.maxConcurrent:
+            limits.append(self.maxConcurrent - self.open)
         return max(0, min(limits)) if limits else None
 
     def exhausted(self) -> bool:
@@ -176,7 +176,7 @@ class AcceptBudget:
         if self.draining:
             # Room again, at the cap: go on with the drain.
             self._drainPorts()
-        elif self.maxOpen and self.room() == self.maxOpen - self.open == 1:
+        elif self.maxConcurrent and self.room() == self.maxConcurrent - self.open == 1:
             # The cap had paused the ports; there is room again.
             for port in self.ports:
                 port.startReading()

@@ -93,7 +93,7 @@ def _fitToFileLimit(worker: Worker, limit: FileLimit) -> None:
     many connections each worker holds.
     """
     wanted = worker.config.maxConcurrent
-    cap = worker.budget.maxOpen = concurrencyCap(wanted, limit.soft)
+    cap = worker.budget.maxConcurrent = concurrencyCap(wanted, limit.soft)
     if wanted and cap < wanted:
         worker.log.warn(
             "{limit}; --max-concurrent {wanted} is above what the file-descriptor "

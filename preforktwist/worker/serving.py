@@ -100,7 +100,7 @@ class Worker:
             allowance=config.allowance,
             # For auto, set from the open-file limit by worker.main before
             # the reactor runs.
-            maxOpen=config.maxConcurrent or 0,
+            maxConcurrent=config.maxConcurrent or 0,
             onExhausted=self._allowanceUsed,
             onIdle=self._idle,
             onAccepted=self._accepted,
@@ -168,7 +168,7 @@ class Worker:
                 reorder=self.config.acceptReorder,
             )
         self._closeFDs(fds)
-        self._call(Ready, pid=os.getpid(), maxOpen=self.budget.maxOpen)
+        self._call(Ready, pid=os.getpid(), maxConcurrent=self.budget.maxConcurrent)
 
     def _wrap(self, index: int, factory: IProtocolFactory) -> IProtocolFactory:
         """

@@ -30,7 +30,7 @@ def workerCap(worker: Any) -> int:
     """
     The cap on open connections a worker settled on; 0 for none or unknown.
     """
-    return getattr(worker, "maxOpen", None) or 0
+    return getattr(worker, "maxConcurrent", None) or 0
 
 
 def atCap(worker: Any) -> bool:

@@ -150,7 +150,7 @@ class Scoreboard(PeriodicService):
                     "allowance_left": (
                         max(0, allowance - worker.accepted) if allowance else None
                     ),
-                    "max_concurrent": getattr(worker, "maxOpen", None),
+                    "max_concurrent": getattr(worker, "maxConcurrent", None),
                     "age": round(now - record.startedAt, 3),
                     "last_heartbeat": round(now - record.lastSeen, 3),
                     "rss": residentBytes(getattr(worker, "pid", None)),
