@@ -55,7 +55,7 @@ def child(number: int, listening: socket.socket, protocol: type) -> int:
     listening.close()  # adoptStreamPort dup()ed it
     pid = os.getpid()
     print(f"child {number} pid {pid} ready", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     print(f"child {number} pid {pid} served {port.sessionno} connections", flush=True)
     return 0
 

@@ -30,18 +30,23 @@ def main() -> None:
     args = parser.parse_args()
 
     from twisted.internet import reactor
-    from twisted.internet.protocol import Factory
+    from twisted.internet.protocol import ServerFactory
+    from twisted.internet.tcp import Port
 
-    factory = Factory.forProtocol(loadProtocol(args.protocol))
-    port = reactor.listenTCP(  # type: ignore[attr-defined]
-        args.port, factory, backlog=args.backlog, interface=args.interface
+    factory = ServerFactory.forProtocol(loadProtocol(args.protocol))
+    port = reactor.listenTCP(
+        args.port,
+        factory,  # type: ignore[arg-type]
+        backlog=args.backlog,
+        interface=args.interface,
     )
+    assert isinstance(port, Port)
     factory.noisy = False
     print(
         f"single pid {os.getpid()} listening on {args.interface}:{args.port}",
         flush=True,
     )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     print(f"single pid {os.getpid()} served {port.sessionno} connections", flush=True)
 
 
