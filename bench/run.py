@@ -1530,6 +1530,51 @@ def targets(
     return rows
 
 
+def cpuCeiling(summary: dict[str, Any], cores: int) -> list[str]:
+    """
+    RESULTS.md's paragraph on what bounds the rate targets on this machine:
+    wrk and the server share its cores, so with C{c} seconds of server CPU
+    and C{k} of wrk's per 1,000 requests no server can pass C{cores / (c +
+    k)} thousand requests per second, and one process is bounded by one
+    core as well.  Computed from this run's own medians.
+    """
+    lines: list[str] = []
+    for mode, need in (("close", 1.15), ("keepalive", 1.3)):
+        one = summary.get(f"single/{mode}", {})
+        two = summary.get(f"pt-w2-m0/{mode}", {})
+        if not (one.get("cpu_per_1000") and two.get("cpu_per_1000")):
+            continue
+        if not (one.get("client_cpu_per_1000") and two.get("client_cpu_per_1000")):
+            continue
+        wrk = two["client_cpu_per_1000"]
+        ceiling = cores / (two["cpu_per_1000"] + wrk) * 1000
+        target = need * one["rps_median"]
+        budget = cores / (target / 1000) - wrk
+        lines.append(
+            f"- {MODE_TITLES[mode]}: one process served {one['rps_median']:,.0f} "
+            f"req/s at {one['cpu_per_1000'] * 1000:.0f} ms of CPU per 1,000 "
+            f"(wrk: {one['client_cpu_per_1000'] * 1000:.0f} ms). preforktwist -w 2 "
+            f"spends {two['cpu_per_1000'] * 1000:.0f} ms and wrk "
+            f"{wrk * 1000:.0f} ms per 1,000, so {cores} cores allow at most "
+            f"{ceiling:,.0f} req/s ({ceiling / one['rps_median']:.2f}x one "
+            f"process); measured {two['rps_median']:,.0f}. {need:g}x "
+            f"({target:,.0f} req/s) would need the server at "
+            f"{budget * 1000:.0f} ms per 1,000 or less, "
+            f"{budget / one['cpu_per_1000']:.2f}x what one process spends."
+        )
+    if not lines:
+        return []
+    return [
+        "## What bounds the rate targets on this machine",
+        "",
+        "The load generator runs on the same cores as the server. From this "
+        "run's medians:",
+        "",
+        *lines,
+        "",
+    ]
+
+
 # ------------------------------------------------------------ machine
 
 
@@ -2311,8 +2356,13 @@ def writeReport(
         replacements or [],
         masters or [],
     )
+    cores = int(info.get("nproc") or os.cpu_count() or 1)
     text += "\n".join(
-        ["", *extraReport(bursts or [], replacements or [], masters or [])]
+        [
+            "",
+            *extraReport(bursts or [], replacements or [], masters or []),
+            *cpuCeiling(summary, cores),
+        ]
     )
     path = os.path.join(outdir, "RESULTS.md")
     with open(path, "w") as f:
