@@ -107,6 +107,8 @@ ACCEPT_VARIANTS: dict[str, tuple[str, list[str]]] = {
     "r0": (" exclusive, no reorder", ["--accept-reorder", "0"]),
     "r4": (" exclusive, reorder 4", ["--accept-reorder", "4"]),
     "r64": (" exclusive, reorder 64", ["--accept-reorder", "64"]),
+    # Not an accept path: the application imported once, in the fork server.
+    "preload": (" --preload", ["--preload"]),
 }
 
 
@@ -333,7 +335,12 @@ def nginx(workers: int = 2) -> Server:
 
 def allServers(acceptVariants: bool = False) -> list[Server]:
     variants = (
-        [preforktwist(w, 0, accept=a) for a in ACCEPT_VARIANTS if a for w in (2, 8)]
+        [
+            preforktwist(w, 0, accept=a)
+            for a in ACCEPT_VARIANTS
+            if a not in ("", "preload")
+            for w in (2, 8)
+        ]
         + [naive(w, reuseport=True) for w in (2, 8)]
         if acceptVariants
         else []
@@ -2151,7 +2158,11 @@ def main() -> None:
 
     servers = allServers(args.accept_variants)
     bursters = burstServers(args.accept_variants) if args.burst_clients else []
-    replaced = [preforktwist(2, 0)] if args.replacements else []
+    replaced = (
+        [preforktwist(2, 0), preforktwist(2, 0, accept="preload")]
+        if args.replacements
+        else []
+    )
     if args.only:
         servers = [
             s
