@@ -84,7 +84,7 @@ class Server:
     key: str
     label: str
     kind: str  # preforktwist, single, naive, forking, perl, gunicorn, nginx
-    workload: str  # "hello" or "burn"
+    workload: str  # "hello", "burn" or "heavy"
     argv: Callable[[int, str], list[str]]
     readyPattern: str | None = None  # regex in the server's output
     readyCount: int = 1  # matches (or the number in group 1) needed
@@ -94,6 +94,7 @@ class Server:
     maxConnections: int = 0
     setup: Callable[[int, str], None] | None = None
     env: dict[str, str] | None = None  # added to the server's environment
+    modes: tuple[str, ...] = MODES  # the loads it is run under
 
     def command(self, port: int, tmp: str) -> list[str]:
         return self.argv(port, tmp)
@@ -116,12 +117,14 @@ def preforktwist(
     workers: int, maxConnections: int, workload: str = "hello", accept: str = ""
 ) -> Server:
     acceptLabel, acceptFlags = ACCEPT_VARIANTS[accept]
-    protocol = (
-        "preforktwist.examples.HelloHTTP"
-        if workload == "hello"
-        else "bench.protocols.BurnHTTP"
-    )
-    suffix = "" if workload == "hello" else " burn"
+    # What the workers serve: a protocol (-p) or, for the Django app, the
+    # twisted.web Site its module builds (-f).
+    served = {
+        "hello": ["-p", "preforktwist.examples.HelloHTTP"],
+        "burn": ["-p", "bench.protocols.BurnHTTP"],
+        "heavy": ["-f", "bench.heavyapp.site.site"],
+    }[workload]
+    suffix = "" if workload == "hello" else f" {workload}"
 
     def argv(port: int, tmp: str) -> list[str]:
         command = [
@@ -132,8 +135,7 @@ def preforktwist(
             "preforked",
             "-l",
             f"tcp:{port}:interface={HOST}",
-            "-p",
-            protocol,
+            *served,
             "-w",
             str(workers),
         ]
@@ -141,7 +143,9 @@ def preforktwist(
             command += ["-m", str(maxConnections)]
         return command + acceptFlags
 
-    key = f"pt-w{workers}-m{maxConnections}" + ("" if workload == "hello" else "-burn")
+    key = f"pt-w{workers}-m{maxConnections}" + (
+        "" if workload == "hello" else f"-{workload}"
+    )
     key += f"-{accept}" if accept else ""
     return Server(
         key=key,
@@ -155,6 +159,8 @@ def preforktwist(
         stopSignal=signal.SIGINT,  # Ctrl-C: the documented graceful stop
         workers=workers,
         maxConnections=maxConnections,
+        # The heavy app is there for what recycling costs: connection rate.
+        modes=("close",) if workload == "heavy" else MODES,
     )
 
 
@@ -364,6 +370,11 @@ def allServers(acceptVariants: bool = False) -> list[Server]:
         preforktwist(2, 0, "burn"),
         preforktwist(4, 0, "burn"),
         naive(2, "burn"),
+        *(
+            preforktwist(2, m, "heavy", accept=a)
+            for a in ("", "preload")
+            for m in (0, 1000)
+        ),
     ]
 
 
@@ -1275,7 +1286,14 @@ def spread(values: Sequence[float | None]) -> tuple[float, float] | None:
 
 
 def baselineKey(server: Server) -> str:
-    return "single" if server.workload == "hello" else "single-burn"
+    """
+    What a server's "vs single" ratios are taken against: the single
+    process serving the same workload; for the Django app, preforktwist
+    -w 2 -m 0 serving it (its cases are about what recycling costs).
+    """
+    return {"hello": "single", "burn": "single-burn"}.get(
+        server.workload, "pt-w2-m0-heavy"
+    )
 
 
 def byRound(
@@ -1890,9 +1908,20 @@ def report(
     for workload, title in (
         ("hello", "HTTP hello"),
         ("burn", "CPU-bound: BurnHTTP, about 1 ms of CPU per request"),
+        ("heavy", "Django app (WSGI, about 300 ms to import), -w 2"),
     ):
         for mode in MODES:
+            if not any(
+                s.workload == workload and f"{s.key}/{mode}" in summary for s in servers
+            ):
+                continue
             w(f"## {title}, {MODE_TITLES[mode]}")
+            if workload == "heavy":
+                w("")
+                w(
+                    'Here "vs single" is against preforktwist -w 2 -m 0 '
+                    "serving the same app without --preload."
+                )
             w("")
             header = [
                 "server",
@@ -2078,7 +2107,7 @@ def report(
 
 
 def plan(servers: list[Server]) -> list[tuple[Server, str]]:
-    return [(s, mode) for s in servers for mode in MODES]
+    return [(s, mode) for s in servers for mode in s.modes]
 
 
 def main() -> None:
@@ -2159,7 +2188,11 @@ def main() -> None:
     servers = allServers(args.accept_variants)
     bursters = burstServers(args.accept_variants) if args.burst_clients else []
     replaced = (
-        [preforktwist(2, 0), preforktwist(2, 0, accept="preload")]
+        [
+            preforktwist(2, 0, workload, accept=a)
+            for workload in ("hello", "heavy")
+            for a in ("", "preload")
+        ]
         if args.replacements
         else []
     )
