@@ -113,6 +113,26 @@ ACCEPT_VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+def preforkedCommand(
+    twistd: str, port: int, served: list[str], workers: int
+) -> list[str]:
+    """
+    The twistd command line every preforktwist case starts from.
+    """
+    return [
+        twistd,
+        "-n",
+        "--pidfile=",
+        "--logfile=-",
+        "preforked",
+        "-l",
+        f"tcp:{port}:interface={HOST}",
+        *served,
+        "-w",
+        str(workers),
+    ]
+
+
 def preforktwist(
     workers: int, maxConnections: int, workload: str = "hello", accept: str = ""
 ) -> Server:
@@ -127,18 +147,7 @@ def preforktwist(
     suffix = "" if workload == "hello" else f" {workload}"
 
     def argv(port: int, tmp: str) -> list[str]:
-        command = [
-            tool("twistd"),
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "preforked",
-            "-l",
-            f"tcp:{port}:interface={HOST}",
-            *served,
-            "-w",
-            str(workers),
-        ]
+        command = preforkedCommand(tool("twistd"), port, served, workers)
         if maxConnections:
             command += ["-m", str(maxConnections)]
         return command + acceptFlags
@@ -1197,19 +1206,12 @@ def masterServer(bin: str, install: str, status: bool) -> Server:
     statusPort = freePort()
 
     def argv(port: int, tmp: str) -> list[str]:
-        command = [
+        command = preforkedCommand(
             os.path.join(bin, "twistd"),
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "preforked",
-            "-l",
-            f"tcp:{port}:interface={HOST}",
-            "-p",
-            "preforktwist.examples.HelloHTTP",
-            "-w",
-            "2",
-        ]
+            port,
+            ["-p", "preforktwist.examples.HelloHTTP"],
+            2,
+        )
         if status:
             command += ["--status", f"tcp:{statusPort}:interface={HOST}"]
         return command
