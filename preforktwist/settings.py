@@ -571,8 +571,12 @@ class Settings:
         "boots and waits, held; the old worker goes on accepting until its "
         "allowance is used (exactly `-m`), and the replacement accepts from "
         "that moment, so the pool neither dips nor has more than `--workers` "
-        "accepting. Default 0.9; `1` boots the replacement only when the "
-        "allowance is used up (a boot's worth of one worker fewer).",
+        "accepting. At most `--reload-batch` replacements (or `--standby`, if "
+        "more) are held at once: workers that reach their allowance within "
+        "one boot of each other beyond that leave the pool one fewer for that "
+        "boot (`--max-connections-jitter` spreads them). Default 0.9; `1` "
+        "boots the replacement only when the allowance is used up (a boot's "
+        "worth of one worker fewer).",
         metavar="FRACTION",
     )
     maxConcurrent: int | None = setting(
@@ -646,8 +650,9 @@ class Settings:
         Side.MASTER,
         "Workers a rolling reload (SIGHUP) replaces at a time: at most "
         "this many run beyond --workers.",
-        "How many workers a rolling reload replaces at a time: at most "
-        "`--workers + N` workers run. Default 1.",
+        "How many workers a rolling reload replaces at a time, and how many "
+        "replacements ahead of time (`--replace-at`) may be held at once: at "
+        "most `--workers + N` workers run. Default 1.",
         metavar="N",
     )
     acceptBatch: int = setting(
