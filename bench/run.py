@@ -567,7 +567,10 @@ def startServer(
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             server.command(port, tmp),
-            cwd=ROOT,
+            # Not the checkout: `python -m` puts its cwd first on sys.path,
+            # so the fork server and workers would import the working tree
+            # ahead of a --snapshot or --pt-rev export on PYTHONPATH.
+            cwd=tmp,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -2089,9 +2092,9 @@ def report(
     w("```")
     w("")
     w(
-        "All Python servers run with `PYTHONPATH` set to the checkout and "
-        "`cwd` at its root; nginx runs as root with its configuration, pid "
-        "file and error log in a temporary directory."
+        "All Python servers run with `PYTHONPATH` set to the checkout (a "
+        "snapshot's export first) and `cwd` in a temporary directory; nginx "
+        "runs as root with its configuration, pid file and error log there."
     )
     failures = [r for r in runs + timelines if "failed" in r]
     if failures:

@@ -933,6 +933,7 @@ def workerConfig(
     standby: bool,
     reactor: str,
     countsInterval: float,
+    loadSlot: int | None,
 ) -> WorkerConfig:
     """
     What one worker is told: every setting a worker needs, by its own name,
@@ -941,6 +942,7 @@ def workerConfig(
     @param allowance: connections this worker accepts before it retires:
         C{maxConnectionsPerWorker} plus this worker's share of
         C{maxConnectionsJitter}; 0 for never.
+    @param loadSlot: its slot on the load board, if there is one.
     """
     shared = {
         s.name: _wire(getattr(settings, s.name))
@@ -956,6 +958,7 @@ def workerConfig(
         standby=standby,
         reactor=reactor,
         countsInterval=countsInterval,
+        loadSlot=loadSlot,
         **shared,
     )
 

@@ -23,6 +23,18 @@ class PidEcho(Protocol):
         self.transport.loseConnection()
 
 
+class PidHold(Protocol):
+    """
+    Answer each message with C{PID} and keep the connection open: a
+    long-lived client (a WebSocket, a database session) that learns which
+    worker holds it.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(b"%d\n" % os.getpid())
+
+
 class SlowReply(Protocol):
     """
     Answer the first message after a second and a half, then close: an

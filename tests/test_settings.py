@@ -42,6 +42,7 @@ PER_WORKER = {
     "standby",
     "reactor",
     "countsInterval",
+    "loadSlot",
 }
 
 
@@ -288,6 +289,7 @@ def test_worker_config_gets_worker_settings() -> None:
         standby=True,
         reactor="twisted.internet.epollreactor",
         countsInterval=1.0,
+        loadSlot=3,
     )
     for name in workerSide:
         wanted = getattr(settings, name)

@@ -199,6 +199,7 @@ def config(number: int) -> WorkerConfig:
         standby=False,
         reactor="twisted.internet.epollreactor",
         countsInterval=1.0,
+        loadSlot=None,
     )
 
 

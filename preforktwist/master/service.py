@@ -25,6 +25,7 @@ from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
+from preforktwist.master.events import PoolEvent
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.listeners import ListeningSockets
@@ -43,12 +44,17 @@ from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
 from preforktwist.master.workers import WorkersService
+from preforktwist.protocol import loadboard
 from preforktwist.protocol.config import DEFAULT_PROTOCOL
+from preforktwist.protocol.loadboard import LoadBoard
 from preforktwist.settings import Settings, preloadNames, workerConfig
 
 if TYPE_CHECKING:
     # Imported when used: a master without --status never loads twisted.web.
     from preforktwist.master.status.web import StatusListener
+
+#: Slots on the load board: workers alive at once, retiring ones included.
+LOAD_BOARD_SLOTS = 4096
 
 
 class PreforkService(MultiService):
@@ -123,15 +129,21 @@ class PreforkService(MultiService):
             # interpreters read everything anew each time anyway.
             renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
         )
+        #: Where the workers publish their open connections, to balance
+        #: them (made as the service starts; see L{loadboard}).
+        self.loadBoard: LoadBoard | None = None
+        #: Each live worker's slot on it, by worker number.
+        self._loadSlots: dict[int, int] = {}
+        self.pool.observers.append(self._sweepLoadBoard)
         self.starter: IWorkerStarter = (
             ForkServerStarter(
                 reactor,
-                self.listeners.fds,
+                self._inheritedFDs,
                 descriptions=self.descriptions,
                 preload=preloadNames(settings) if settings.preload else (),
             )
             if settings.forkServer
-            else FreshInterpreterStarter(reactor, self.listeners.fds)
+            else FreshInterpreterStarter(reactor, self._inheritedFDs)
         )
         self.scoreboard = Scoreboard(self.pool, self.listeners.listeners, reactor)
         assert settings.maxWorkerAgeJitter is not None
@@ -234,6 +246,8 @@ class PreforkService(MultiService):
             f"({self.pool.size} workers)"
         )
         self._signals.add(self)
+        if loadboard.available() and self.loadBoard is None:
+            self.loadBoard = LoadBoard.create(LOAD_BOARD_SLOTS)
         MultiService.startService(self)
 
     def stopService(self) -> Deferred[None]:
@@ -259,6 +273,10 @@ class PreforkService(MultiService):
     def _stopTheRest(self, _: object) -> Deferred[Any]:
         self._signals.remove(self)
         self.log.info("all workers have exited")
+        if self.loadBoard is not None:
+            self.loadBoard.close()
+            self.loadBoard = None
+            self._loadSlots.clear()
         rest = [
             child
             for child in reversed(list(self))
@@ -269,6 +287,44 @@ class PreforkService(MultiService):
         ).addCallback(lambda _: None)
 
     # Workers.
+
+    def _inheritedFDs(self) -> list[int]:
+        """
+        What every worker inherits, in order from C{FIRST_LISTEN_FD}: the
+        listening sockets, then the load board.
+        """
+        fds = list(self.listeners.fds())
+        if self.loadBoard is not None and self.loadBoard.fd is not None:
+            fds.append(self.loadBoard.fd)
+        return fds
+
+    def _allotLoadSlot(self, number: int) -> int | None:
+        """
+        A slot on the load board for the new worker C{number}, or L{None}
+        if there is no board or no free slot (that worker then accepts
+        without weighing its siblings).
+        """
+        if self.loadBoard is None:
+            return None
+        self._sweepLoadBoard()
+        try:
+            slot = self.loadBoard.allot(set(self._loadSlots.values()))
+        except ValueError:
+            return None
+        self._loadSlots[number] = slot
+        return slot
+
+    def _sweepLoadBoard(self, event: PoolEvent = PoolEvent.CHANGED) -> None:
+        """
+        Free the slots of workers that are gone: one killed or crashed
+        could not say that it accepts no more.
+        """
+        if self.loadBoard is None or event is not PoolEvent.CHANGED:
+            return
+        for number, slot in list(self._loadSlots.items()):
+            if number not in self.pool.workers:
+                self.loadBoard.clear(slot)
+                del self._loadSlots[number]
 
     def _spawnWorker(self, number: int, standby: bool) -> WorkerProcess:
         config = workerConfig(
@@ -282,6 +338,7 @@ class PreforkService(MultiService):
             reactor=type(self.reactor).__module__,
             # Four heartbeats per timeout, so one late one is no alarm.
             countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
+            loadSlot=self._allotLoadSlot(number),
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
         self.starter.startWorker(worker, config)

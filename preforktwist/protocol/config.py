@@ -62,6 +62,9 @@ class WorkerConfig:
     @ivar reactor: module of the master's reactor, to install the same one.
     @ivar countsInterval: seconds between L{Counts} reports.
     @ivar workerInit: dotted name of a callable to run before accepting.
+    @ivar loadSlot: this worker's slot on the master's load board, whose
+        descriptor follows the listening sockets; L{None} when the master
+        keeps none (not Linux).
     """
 
     number: int
@@ -84,6 +87,7 @@ class WorkerConfig:
     reactor: str
     countsInterval: float
     workerInit: str | None
+    loadSlot: int | None
 
     def toJSON(self) -> str:
         return json.dumps(asdict(self))

@@ -30,6 +30,18 @@ socket's wait queue; re-adding the registration every C{--accept-reorder}
 accepts (16 by default) sends the worker to the back of that queue, as
 nginx does.  Any other reactor (poll, select, non-Linux), or
 C{--accept-wakeup plain}, gets Twisted's plain registration.
+
+Whoever the kernel wakes, it knows nothing of the connections each worker
+already holds: a burst of connections that arrive together goes to the
+first worker awake, which takes a whole batch before its siblings are
+scheduled, and long-lived connections stay where they landed.  So each
+worker publishes its open count on the master's L{LoadBoard}, and a worker
+holding clearly more than its least busy sibling (L{AcceptBudget.
+balanceRoom}) takes only what keeps it within that margin, then leaves the
+sockets to its siblings for L{BALANCE_WAIT} seconds: with its registration
+gone, the kernel wakes a sibling for the next connections.  It waits only
+for a sibling that is making progress: one whose count has not moved since
+the last wait is stuck or was never woken, and the queue is not left to it.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from preforktwist.protocol.config import ACCEPT_WAKEUPS, DEFAULT_ACCEPT_REORDER
+from preforktwist.protocol.loadboard import ABSENT, LoadBoard
 
 _log = Logger(namespace="preforktwist.accepting")
 
@@ -70,6 +83,33 @@ def exclusiveWakeups(reactor: object, wakeup: str = ACCEPT_WAKEUPS[0]) -> bool:
         and EPollReactor is not None
         and isinstance(reactor, EPollReactor)
     )
+
+
+#: Connections a worker may hold beyond its least busy sibling's count
+#: before it leaves new ones to its siblings: this many, or a quarter of
+#: that sibling's count if more.  Large counts (long-lived connections) are
+#: so compared by ratio, the busiest holding at most about 1.25 times what
+#: the idlest holds; small ones, which short connections make jump about
+#: under a connection-rate load, do not make workers wait for nothing.
+BALANCE_SLACK = 8
+
+#: Seconds a worker ahead of its siblings leaves the sockets to them,
+#: unless one of its own connections closes sooner.
+BALANCE_WAIT = 0.005
+
+#: Whole waits after which a sibling whose count has not moved is taken
+#: for one that does not accept (stuck in the application, or never woken
+#: for what is queued): on a busy machine a runnable sibling may wait that
+#: long for a core, so one wait is not enough to tell.
+BALANCE_PATIENCE = 4
+
+
+def balanceMargin(least: int) -> int:
+    """
+    The most connections a worker may hold while its least busy sibling
+    holds C{least}.
+    """
+    return least + max(BALANCE_SLACK, least // 4)
 
 
 class AcceptBudget:
@@ -121,6 +161,16 @@ class AcceptBudget:
         self.firstByteTimeout = 0.0
         #: Connections aborted for staying silent that long.
         self.firstByteTimeouts = 0
+        #: The master's load board and this worker's slot on it, if it
+        #: keeps one (L{shareLoad}).
+        self.board: LoadBoard | None = None
+        self.slot = 0
+        #: The least busy sibling (slot, count) this worker waits for; the
+        #: one it last waited for a whole L{BALANCE_WAIT}, and how many
+        #: whole waits in a row that sibling has not moved.
+        self._waitingFor: tuple[int, int] | None = None
+        self._waitedFor: tuple[int, int] | None = None
+        self._stillWaits = 0
 
     @property
     def served(self) -> int:
@@ -148,11 +198,75 @@ class AcceptBudget:
     def exhausted(self) -> bool:
         return bool(self.allowance) and self.accepted >= self.allowance
 
+    # Sharing the load with the siblings.
+
+    def shareLoad(self, board: LoadBoard, slot: int) -> None:
+        """
+        Publish this worker's open count in C{slot} of C{board} from now on,
+        and weigh it against the siblings' before accepting.
+        """
+        self.board = board
+        self.slot = slot
+        self._publish()
+
+    def _publish(self) -> None:
+        """
+        Tell the siblings how many connections this worker holds, or that
+        it takes none (held, closing, or draining at a stop, when balance
+        no longer matters).
+        """
+        if self.board is not None:
+            accepting = not (self.closing or self.held or self.draining)
+            self.board.publish(self.slot, self.open if accepting else ABSENT)
+
+    def balanceRoom(self) -> int | None:
+        """
+        How many connections this worker may accept before it holds clearly
+        more than its least busy sibling: L{None} for no limit (no board, or
+        no sibling accepting), 0 to leave the next connections to the
+        siblings for a moment.  If the least busy one has not moved during
+        L{BALANCE_PATIENCE} whole waits, it is not accepting (stuck in the
+        application, or never woken for what is queued): this worker goes
+        on without waiting, a few connections per turn of its reactor, so
+        that sibling still gets its share once it moves.
+        """
+        board = self.board
+        if board is None or self.draining:
+            # At a stop, what is queued is served by whoever has room.
+            return None
+        if self.open < BALANCE_SLACK:
+            # Within the margin whatever the siblings hold: no need to read
+            # the board (the common case under short connections).
+            return BALANCE_SLACK - self.open
+        least = board.leastBusy(self.slot)
+        if least is None:
+            return None
+        room = balanceMargin(least[1]) - self.open
+        if room > 0:
+            return room
+        if least == self._waitedFor and self._stillWaits >= BALANCE_PATIENCE:
+            return BALANCE_SLACK
+        self._waitingFor = least
+        return 0
+
+    def balanceWaitOver(self) -> None:
+        """
+        This worker left the sockets to its siblings for a whole
+        L{BALANCE_WAIT} (not cut short by one of its own connections
+        closing): the sibling it waited for has had its chance.
+        """
+        if self._waitingFor == self._waitedFor:
+            self._stillWaits += 1
+        else:
+            self._waitedFor = self._waitingFor
+            self._stillWaits = 1
+
     def recordAccepted(self, count: int) -> None:
         if not count:
             return
         self.accepted += count
         self.open += count
+        self._publish()
         self._onAccepted()
         if self.room() == 0:
             self._pauseAll()
@@ -167,12 +281,19 @@ class AcceptBudget:
         if not self.held:
             return
         self.held = False
+        self._publish()
         if self.room() != 0:
             for port in self.ports:
                 port.startReading()
 
     def recordClosed(self) -> None:
         self.open -= 1
+        self._publish()
+        for port in self.ports:
+            if port._balanceWait is not None:
+                # Leaving the queue to the siblings is for connections that
+                # stay: one closing here says this worker has room again.
+                port._endBalanceWait()
         if self.draining:
             # Room again, at the cap: go on with the drain.
             self._drainPorts()
@@ -211,6 +332,7 @@ class AcceptBudget:
             # to whoever still has a socket open.
             self.held = False
             self.draining = True
+            self._publish()
             self._drainPorts()
         elif not self.draining:
             self._closePorts(list(self.ports))
@@ -230,10 +352,12 @@ class AcceptBudget:
     def _closePorts(self, ports: list[BudgetedTCPPort | BudgetedUNIXPort]) -> None:
         for port in ports:
             self.ports.remove(port)
+            port.cancelBalanceWait()
             port.stopListening()  # type: ignore[no-untyped-call]
         if not self.ports:
             self.closing = True
             self.draining = False
+            self._publish()
             waiting, self._whenClosed = self._whenClosed, []
             for d in waiting:
                 d.callback(None)
@@ -343,6 +467,10 @@ class _BudgetedPortMixin:
     _reorderEvery: int = DEFAULT_ACCEPT_REORDER
     #: Accepts since the registration was last added.
     _sinceAdded: int = 0
+    #: What L{AcceptBudget.balanceRoom} allows during one C{doRead}.
+    _balanceRoom: int | None = None
+    #: The end of a wait for the siblings (L{BALANCE_WAIT}), while it runs.
+    _balanceWait: Any = None
 
     def startReading(self) -> None:
         if not self._exclusive:
@@ -393,6 +521,8 @@ class _BudgetedPortMixin:
         budget = self.budget
         room = budget.room()
         batch = min(self._batch, budget.batch) if budget.batch else self._batch
+        if self._balanceRoom is not None:
+            batch = min(batch, self._balanceRoom)
         return batch if room is None else min(batch, room)
 
     @numberAccepts.setter
@@ -405,15 +535,38 @@ class _BudgetedPortMixin:
             # reading rather than spin accepting range(0).
             self.stopReading()  # type: ignore[attr-defined]
             return
+        balance = self.budget.balanceRoom()
+        if balance == 0:
+            self._leaveToSiblings()
+            return
+        self._balanceRoom = balance
         before = self.sessionno
         _emfile.hit = False
-        super().doRead()  # type: ignore[misc]
+        try:
+            super().doRead()  # type: ignore[misc]
+        finally:
+            self._balanceRoom = None
         accepted = self.sessionno - before
         self.budget.recordAccepted(accepted)
         if self._exclusive and accepted:
             self._reorder(accepted)
         if _emfile.hit:
             self._outOfDescriptors()
+
+    def _leaveToSiblings(self) -> None:
+        """
+        This worker holds clearly more than a sibling that is accepting:
+        stop waiting on the socket for L{BALANCE_WAIT} seconds, so that the
+        kernel wakes the siblings for what comes meanwhile.
+        """
+        self.stopReading()  # type: ignore[attr-defined]
+        if self._balanceWait is None:
+            self._balanceWait = self.reactor.callLater(BALANCE_WAIT, self._waitOver)
+
+    def _waitOver(self) -> None:
+        self._balanceWait = None
+        self.budget.balanceWaitOver()
+        self._resume()
 
     def _outOfDescriptors(self) -> None:
         """
@@ -431,9 +584,18 @@ class _BudgetedPortMixin:
             )
         reactor: Any = getattr(self, "reactor", None)
         if reactor is not None:
-            reactor.callLater(EMFILE_PAUSE, self._resumeAfterEMFILE)
+            reactor.callLater(EMFILE_PAUSE, self._resume)
 
-    def _resumeAfterEMFILE(self) -> None:
+    def cancelBalanceWait(self) -> None:
+        wait, self._balanceWait = self._balanceWait, None
+        if wait is not None and wait.active():
+            wait.cancel()
+
+    def _endBalanceWait(self) -> None:
+        self.cancelBalanceWait()
+        self._resume()
+
+    def _resume(self) -> None:
         if getattr(self, "connected", False) and self.budget.room() != 0:
             self.startReading()
 

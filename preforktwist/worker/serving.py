@@ -35,6 +35,7 @@ from preforktwist.protocol.control import (
     Retire,
     Stop,
 )
+from preforktwist.protocol.loadboard import LoadBoard
 from preforktwist.worker.accepting import AcceptBudget, adoptListener
 from preforktwist.worker.loading import FactoryError, loadFactory, loadWorkerInit
 from preforktwist.worker.proxied import ProxyHeaderFactory
@@ -137,6 +138,10 @@ class Worker:
         # heartbeat's.
         self._counts.start(self.config.countsInterval, now=False)
         fds = [firstListenFD + i for i in range(len(self.config.families))]
+        if self.config.loadSlot is not None:
+            # The load board comes after the listening sockets.
+            board = LoadBoard.attach(firstListenFD + len(fds))
+            self.budget.shareLoad(board, self.config.loadSlot)
         d = self._boot(fds)
         d.addErrback(self._bootFailed, fds)
         return d
