@@ -3,11 +3,14 @@ How a worker's end is judged, in process: its exit and the end of its
 control channel may be seen in either order, and the channel may end on a
 failed write with the worker's last words (its C{ReplaceMe}) still unread.
 In every order, a worker that retired for its allowance is counted as such,
-never as a crash.
+never as a crash.  And the worker's side: its last words are sent before
+its reactor stops.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from collections.abc import Callable
 
@@ -22,6 +25,9 @@ from preforktwist.master.events import RestartCause
 from preforktwist.master.handle import WorkerProcess, _MasterControl
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.protocol.control import ControlChannel, ReplaceCause, ReplaceMe
+from preforktwist.settings import Settings, workerConfig
+from preforktwist.worker import serving
+from preforktwist.worker.serving import Worker, _WorkerControl
 
 
 class Channel:
@@ -162,3 +168,51 @@ def test_clean_end_reads_nothing_more() -> None:
     exit(worker)()
     judgedAsRetired(pool, worker)
     channel.theirs.close()
+
+
+class _ControlTransport(StringTransport):
+    """
+    Twisted's transport as far as the worker's exit looks at it: connected
+    until its C{connectionLost}.  What is written stays buffered until
+    then, as in Twisted, where stopping the reactor would drop it.
+    """
+
+    connected = True
+
+
+def test_idle_worker_signalled_sends_replace_me_before_stopping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    SIGTERM to a worker with nothing open: it asks for its replacement and
+    closes its control channel, and its reactor stops only once the channel
+    is lost, that is, flushed.  Stopping it sooner dropped the unsent
+    C{ReplaceMe}: the master took the exit for a crash, and the next worker
+    for a boot loop, after a 0.5 s backoff.
+    """
+    monkeypatch.setattr(serving, "setTitle", lambda title: None)
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    config = workerConfig(
+        Settings(listen=("tcp:0:interface=127.0.0.1",), workers=1),
+        number=1,
+        masterPid=os.getpid(),
+        families=[socket.AF_INET],
+        tls=[False],
+        allowance=0,
+        standby=False,
+        reactor="twisted.internet.epollreactor",
+        countsInterval=1.0,
+    )
+    worker = Worker(config, preforkReactor(reactor))
+    control = worker.control = _WorkerControl(worker)
+    transport = _ControlTransport()
+    control.makeConnection(transport)
+
+    worker.signalled(signal.SIGTERM)
+
+    assert transport.disconnecting
+    assert b"ReplaceMe" in transport.value()
+    assert not reactor.hasStopped
+    control.connectionLost(Failure(ConnectionDone()))
+    assert reactor.hasStopped

@@ -121,6 +121,7 @@ class Worker:
         self._counts = LoopingCall(self._sendCounts)
         self._deadline: Any = None
         self._closed: Deferred[None] | None = None
+        self._exiting = False
         self._title = ""
 
     # Starting.
@@ -352,7 +353,17 @@ class Worker:
         """
         Close the control channel (which flushes what is still to be sent),
         then stop the reactor from its C{connectionLost}.
+
+        Only once: L{_idle} runs again after the close has begun (the ports'
+        close fires inside L{finish}, which then checks for idleness itself),
+        and stopping the reactor then would disconnect the channel without
+        flushing it, losing this worker's C{ReplaceMe}: the master would take
+        the exit for a crash, start the replacement only after it, and,
+        within C{minUptime} of the worker's start, back off.
         """
+        if self._exiting:
+            return
+        self._exiting = True
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
