@@ -203,6 +203,7 @@ def test_idle_worker_signalled_sends_replace_me_before_stopping(
         standby=False,
         reactor="twisted.internet.epollreactor",
         countsInterval=1.0,
+        loadSlot=None,
     )
     worker = Worker(config, preforkReactor(reactor))
     control = worker.control = _WorkerControl(worker)
