@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import re
 import resource
 import signal
 import sys
@@ -39,13 +40,43 @@ from preforktwist.worker.serving import Worker
 log = Logger(namespace="preforktwist.worker")
 
 
+#: Twisted's own lines about a worker's life (its port opening and closing,
+#: its factory starting and stopping, its reactor ending): the master logs
+#: the same facts once per worker, and with recycling (C{-m 100} at
+#: thousands of connections a second) these would be most of the log.
+_ROUTINE_FORMATS = frozenset(
+    {
+        "Starting factory {factory!r}",
+        "Stopping factory {factory!r}",
+        "Main loop terminated.",
+    }
+)
+_ROUTINE_TEXT = re.compile(r"\S+ starting on \S+|\((TCP |UNIX )?Port \S+ Closed\)")
+
+
+def isRoutine(event: dict[str, Any], text: str) -> bool:
+    """
+    Whether C{event} (rendered as C{text}) is one of Twisted's routine
+    lines about a port, a factory or the reactor, which a worker leaves out.
+    """
+    if event.get("log_level", LogLevel.info) > LogLevel.info:
+        return False
+    if event.get("log_format") in _ROUTINE_FORMATS:
+        return True
+    return event.get("log_namespace") == "log_legacy" and bool(
+        _ROUTINE_TEXT.fullmatch(text)
+    )
+
+
 @implementer(ILogObserver)
 class _PipeObserver:
     """
     Write log events as plain lines to the master's pipes: informational
     ones to stdout, warnings and worse to stderr.  The master adds time,
     worker number and pid.  A master that died leaves broken pipes; writing
-    to them must never break the worker's shutdown.
+    to them must never break the worker's shutdown.  Twisted's routine
+    lines about the worker's own port, factory and reactor are left out
+    (L{isRoutine}).
     """
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
@@ -53,6 +84,8 @@ class _PipeObserver:
 
     def __call__(self, event: dict[str, Any]) -> None:
         text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if isRoutine(event, text):
+            return
         level = event.get("log_level", LogLevel.info)
         stream = self._err if level >= LogLevel.warn else self._out
         try:
