@@ -21,7 +21,12 @@ from twisted.internet.task import deferLater
 from preforktwist.protocol import loadboard
 from preforktwist.protocol.loadboard import ABSENT, LoadBoard
 from preforktwist.worker import accepting
-from preforktwist.worker.accepting import BALANCE_SLACK, AcceptBudget, balanceMargin
+from preforktwist.worker.accepting import (
+    BALANCE_SLACK,
+    CHURN_CLOSES,
+    AcceptBudget,
+    balanceMargin,
+)
 from tests.conftest import StartMaster
 from tests.test_accepting import _PortTests, pollUntil, settle
 
@@ -163,6 +168,32 @@ class BalanceTests(_PortTests):
             BALANCE_SLACK + 1,
             BALANCE_SLACK,
         )
+        yield self.closeAll(self.budget, clients)
+
+    @inlineCallbacks
+    def test_churnIgnoresTheBoard(self) -> Generator[Deferred[Any], Any, None]:
+        """
+        While connections close here as they come (a connection-rate
+        load), the worker does not weigh its siblings, and takes 20 while
+        its sibling holds none; once they stop closing for a while, it does
+        again, and leaves what comes next to the sibling.
+        """
+        self.waitFor(60)
+        self.patch(accepting, "BALANCE_QUIET", 0.5)
+        listener = self.listen()
+        clients = self.connect(listener, CHURN_CLOSES)
+        self.adopt(listener, self.budget)
+        yield pollUntil(lambda: self.budget.accepted == CHURN_CLOSES)
+        for client in clients:
+            client.close()
+        yield pollUntil(lambda: self.budget.open == 0)
+        clients = self.connect(listener, 20)
+        yield pollUntil(lambda: self.budget.open == 20)
+        yield deferLater(reactor, 0.6, lambda: None)
+        clients += self.connect(listener, 5)
+        yield settle()
+        assert self.budget.open == 20
+        assert self.queued(listener) == 5
         yield self.closeAll(self.budget, clients)
 
     @inlineCallbacks

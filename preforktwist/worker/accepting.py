@@ -40,14 +40,19 @@ holding clearly more than its least busy sibling (L{AcceptBudget.
 balanceRoom}) takes only what keeps it within that margin, then leaves the
 sockets to its siblings for L{BALANCE_WAIT} seconds: with its registration
 gone, the kernel wakes a sibling for the next connections.  It waits only
-for a sibling that is making progress: one whose count has not moved since
-the last wait is stuck or was never woken, and the queue is not left to it.
+for a sibling that is making progress: one whose count has not moved
+through several waits is stuck or was never woken, and the queue is not
+left to it.  Nor does a worker whose connections close as they come (a
+connection-rate load) weigh anything: counts that change by the
+microsecond say nothing of load, and waiting would only cost accepts.
 """
 
 from __future__ import annotations
 
 import select
 import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +107,13 @@ BALANCE_WAIT = 0.005
 #: for what is queued): on a busy machine a runnable sibling may wait that
 #: long for a core, so one wait is not enough to tell.
 BALANCE_PATIENCE = 4
+
+#: A worker in which L{CHURN_CLOSES} connections closed within this many
+#: seconds does not weigh its siblings' counts: balance is for connections
+#: that stay.  (One close is not enough: wrk, for one, opens and closes a
+#: test connection just before its burst.)
+BALANCE_QUIET = 0.1
+CHURN_CLOSES = 8
 
 
 def balanceMargin(least: int) -> int:
@@ -171,6 +183,8 @@ class AcceptBudget:
         self._waitingFor: tuple[int, int] | None = None
         self._waitedFor: tuple[int, int] | None = None
         self._stillWaits = 0
+        #: When the last few connections closed (C{time.monotonic()}).
+        self._closedAt: deque[float] = deque(maxlen=CHURN_CLOSES)
 
     @property
     def served(self) -> int:
@@ -222,9 +236,10 @@ class AcceptBudget:
     def balanceRoom(self) -> int | None:
         """
         How many connections this worker may accept before it holds clearly
-        more than its least busy sibling: L{None} for no limit (no board, or
-        no sibling accepting), 0 to leave the next connections to the
-        siblings for a moment.  If the least busy one has not moved during
+        more than its least busy sibling: L{None} for no limit (no board, no
+        sibling accepting, or connections closing here as they come, see
+        L{BALANCE_QUIET}), 0 to leave the next connections to the siblings
+        for a moment.  If the least busy one has not moved during
         L{BALANCE_PATIENCE} whole waits, it is not accepting (stuck in the
         application, or never woken for what is queued): this worker goes
         on without waiting, a few connections per turn of its reactor, so
@@ -233,6 +248,16 @@ class AcceptBudget:
         board = self.board
         if board is None or self.draining:
             # At a stop, what is queued is served by whoever has room.
+            return None
+        closedAt = self._closedAt
+        if (
+            len(closedAt) == CHURN_CLOSES
+            and time.monotonic() - closedAt[0] < BALANCE_QUIET
+        ):
+            # Connections come and go here (a connection-rate load): where
+            # they land now says nothing of the load a moment later, and
+            # the kernel's wake-ups already spread them; waiting would only
+            # cost accepts.
             return None
         if self.open < BALANCE_SLACK:
             # Within the margin whatever the siblings hold: no need to read
@@ -288,6 +313,7 @@ class AcceptBudget:
 
     def recordClosed(self) -> None:
         self.open -= 1
+        self._closedAt.append(time.monotonic())
         self._publish()
         for port in self.ports:
             if port._balanceWait is not None:
