@@ -67,11 +67,13 @@ def _preimport(reactorModule: str) -> None:
     import twisted.protocols.amp  # noqa: F401
     from twisted.python.reflect import namedAny
 
-    import preforktwist.worker.serving  # noqa: F401
+    import preforktwist.worker.serving
 
     if reactorModule:
         try:
             namedAny(reactorModule)
+            if reactorModule == workermain.EPOLL_REACTOR:
+                import preforktwist.worker.dispatch  # noqa: F401
         except Exception:
             pass
     assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"
