@@ -9,7 +9,6 @@ its reactor stops.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from preforktwist.master.events import RestartCause
 from preforktwist.master.handle import WorkerProcess, _MasterControl
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.protocol.control import ControlChannel, ReplaceCause, ReplaceMe
-from preforktwist.settings import Settings, workerConfig
 from preforktwist.worker import serving
 from preforktwist.worker.serving import Worker, _WorkerControl
+from tests.test_starters import config as workerconfig
 
 
 class Channel:
@@ -193,19 +192,7 @@ def test_idle_worker_signalled_sends_replace_me_before_stopping(
     monkeypatch.setattr(serving, "setTitle", lambda title: None)
     reactor = MemoryReactorClock()
     reactor.running = True
-    config = workerConfig(
-        Settings(listen=("tcp:0:interface=127.0.0.1",), workers=1),
-        number=1,
-        masterPid=os.getpid(),
-        families=[socket.AF_INET],
-        tls=[False],
-        allowance=0,
-        standby=False,
-        reactor="twisted.internet.epollreactor",
-        countsInterval=1.0,
-        loadSlot=None,
-    )
-    worker = Worker(config, preforkReactor(reactor))
+    worker = Worker(workerconfig(1), preforkReactor(reactor))
     control = worker.control = _WorkerControl(worker)
     transport = _ControlTransport()
     control.makeConnection(transport)
