@@ -47,7 +47,9 @@ def test_ssl_without_pyopenssl_names_the_extra(tmp_path: Path, option: str) -> N
 def test_metrics_without_prometheus_client_names_the_extra(
     serve: StartMaster, tmp_path: Path
 ) -> None:
-    master = serve(*STATUS, env=without("prometheus_client", tmp_path))
+    # One worker, said so: the default is one per CPU, and readiness waits
+    # for all of them, so waiting for one alone raced the second's boot.
+    master = serve("-w", "1", *STATUS, env=without("prometheus_client", tmp_path))
     master.waitForWorkers(1, 30)
     code, body = probe(statusURL(master) + "metrics")
     assert code == 501
