@@ -455,18 +455,27 @@ class _SendsAtOnce:
     buffered the Twisted way, so the order of bytes, producers and
     C{connectionLost} never run from inside C{write} all stay as they are.
 
-    A connection closed with nothing left to send still waits for the
-    writable event (C{loseConnection} never closes from inside the
-    protocol's call), and then closes without a C{send} of nothing.
+    A connection closed with nothing left to send does not register for
+    writing to hear, a turn of the reactor later, that its socket is
+    writable: in the worker's reactor (L{preforktwist.worker.dispatch}) it
+    asks to be dispatched as writable at the end of the current turn,
+    which closes it then (C{loseConnection} still never closes from inside
+    the protocol's call, as Twisted promises).  One epoll registration for
+    writing, its removal and one event less per connection closed by the
+    server.  Anything written after C{loseConnection}, or a producer still
+    registered, is left to Twisted's own path, which waits for both.
     """
 
     connected: int
     disconnecting: int
     _writeDisconnected: bool
+    _writeDisconnecting: bool
     dataBuffer: bytes
+    offset: int
     _tempDataLen: int
     producer: Any
     socket: socket.socket
+    reactor: Any
 
     def write(self, data: bytes) -> None:
         if (
@@ -486,16 +495,38 @@ class _SendsAtOnce:
             data = data[sent:]
         super().write(data)  # type: ignore[misc]
 
-    def doWrite(self) -> Any:
+    def loseConnection(self) -> None:
+        dispatchSoon = getattr(self.reactor, "dispatchWritableSoon", None)
         if (
-            self.disconnecting
-            and not self.dataBuffer
-            and not self._tempDataLen
-            and self.producer is None
+            dispatchSoon is None
+            or not self.connected
+            or self.disconnecting
+            or self._writeDisconnected
+            or self._writeDisconnecting
+            or self._hasBuffered()
+            or self.producer is not None
         ):
+            super().loseConnection()  # type: ignore[misc]
+            return
+        # Twisted's loseConnection, without registering for writing.
+        self.stopReading()  # type: ignore[attr-defined]
+        self.disconnecting = 1
+        dispatchSoon(self)
+
+    def _hasBuffered(self) -> bool:
+        return bool(len(self.dataBuffer) - self.offset or self._tempDataLen)
+
+    def doWrite(self) -> Any:
+        if self.disconnecting and not self._hasBuffered() and self.producer is None:
             self.stopWriting()  # type: ignore[attr-defined]
             return self._postLoseConnection()  # type: ignore[attr-defined]
-        return super().doWrite()  # type: ignore[misc]
+        why = super().doWrite()  # type: ignore[misc]
+        if not why and self.connected and self._hasBuffered():
+            # Dispatched as writable without a registration (above), and
+            # the kernel did not take it all: wait for it the Twisted way.
+            # (A no-op when registered already, as after a poll.)
+            self.startWriting()  # type: ignore[attr-defined]
+        return why
 
 
 class CountedTCPServer(_CountsClose, _SendsAtOnce, tcp.Server):
