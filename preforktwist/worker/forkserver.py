@@ -216,7 +216,12 @@ class ForkTemplate:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while not (self.closing and not self.children):
             control = self.control.fileno()
-            readable, _, _ = select.select([control, self._wakeRead], [], [])
+            # Once closed, the control socket is no longer read: at the
+            # master's end of file it stays readable for ever, and the
+            # wait for the last children (a drain may take minutes) would
+            # spin on it.  Their exits still wake the loop (SIGCHLD).
+            watched = [self._wakeRead] if self.closing else [control, self._wakeRead]
+            readable, _, _ = select.select(watched, [], [])
             if self._wakeRead in readable:
                 try:
                     os.read(self._wakeRead, 512)
