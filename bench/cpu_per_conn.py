@@ -14,6 +14,15 @@ connection-rate load (C{Connection: close}: one request per connection),
 the servers run one after the other in rounds whose order alternates, and
 every figure is the median over the rounds.
 
+C{--perf} also counts, with C{perf stat} on the workers during the load,
+system calls, C{epoll_wait} and C{epoll_ctl} calls and context switches
+per connection (Debian's C{linux-perf}; the kernel's tracepoints must be
+readable, as root).  C{--active-workers N} stops (C{SIGSTOP}) all but N of
+each pre-fork's workers before the load and lets them go after it: the
+same load on fewer active workers, the pool left as it is, to tell what a
+larger pool costs by its mere processes from what it costs by spreading
+the load over more of them.
+
 C{--pt-rev REV} adds preforktwist as of a git revision (its
 C{preforktwist/} exported to a temporary directory, first on the servers'
 C{PYTHONPATH}) beside the working tree's, key C{pt-w2-m0@REV}: before and
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,14 +79,71 @@ def ticks(server: run.Server, master: int) -> tuple[int, int, int]:
     return workers, other, count
 
 
-def measureOnce(server: run.Server, duration: int, mode: str) -> dict[str, Any]:
+#: What C{--perf} counts, and the name each is reported under.
+PERF_EVENTS = {
+    "raw_syscalls:sys_enter": "syscalls",
+    "syscalls:sys_enter_epoll_wait": "epoll_wait",
+    "syscalls:sys_enter_epoll_ctl": "epoll_ctl",
+    "context-switches": "switches",
+}
+
+
+def workerPids(server: run.Server, master: int) -> list[int]:
+    return [p.pid for p in run.sessionProcs(master) if isWorker(server, p, master)]
+
+
+def startPerf(pids: list[int], duration: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            *("perf", "stat", "-x,", "-e", ",".join(PERF_EVENTS)),
+            *("-p", ",".join(map(str, pids)), "--", "sleep", str(duration + 0.5)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def perfCounts(perf: subprocess.Popen[str], requests: int) -> dict[str, float]:
+    """
+    C{perf stat -x,}'s counts (value, unit, event, ...) per connection.
+    """
+    _, err = perf.communicate(timeout=60)
+    counts = {}
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0][:1].isdigit():
+            counts[PERF_EVENTS[fields[2]]] = float(fields[0]) / requests
+    return counts
+
+
+def signalAll(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def measureOnce(
+    server: run.Server, duration: int, mode: str, perf: bool = False, active: int = 0
+) -> dict[str, Any]:
     port = run.freePort()
     tmp = tempfile.mkdtemp(prefix=f"cpc-{server.key}-")
     log = os.path.join(tmp, "server.log")
     proc = run.startServer(server, port, tmp, log)
+    stopped: list[int] = []
+    counter = None
     try:
         run.waitReady(server, proc, port, log)
         time.sleep(0.3)
+        if active and server.kind != "single":
+            stopped = workerPids(server, proc.pid)[active:]
+            signalAll(stopped, signal.SIGSTOP)
+        if perf:
+            running = set(workerPids(server, proc.pid)) - set(stopped)
+            counter = startPerf(sorted(running), duration)
+            time.sleep(0.2)
         w0, o0, n0 = ticks(server, proc.pid)
         out = subprocess.run(
             run.wrkCommand(port, mode, duration),
@@ -86,11 +153,14 @@ def measureOnce(server: run.Server, duration: int, mode: str) -> dict[str, Any]:
         )
         w1, o1, n1 = ticks(server, proc.pid)
     finally:
+        signalAll(stopped, signal.SIGCONT)
         run.stopServer(server, proc)
     share = run.workerShare(server, log) if server.kind != "single" else {}
     parsed = run.parseWrk(out.stdout)
     requests = parsed["requests"]
+    counts = perfCounts(counter, requests) if counter is not None else {}
     return {
+        **counts,
         "rate": parsed["rps"],
         "requests": requests,
         "errors": parsed.get("errors", 0),
@@ -130,6 +200,19 @@ def main() -> None:
     parser.add_argument("--pt-rev", action="append", default=[])
     parser.add_argument("--mode", choices=run.MODES, default="close")
     parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="count system calls, epoll calls and context switches per "
+        "connection in the workers (perf stat)",
+    )
+    parser.add_argument(
+        "--active-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="SIGSTOP all but N workers of each pre-fork during the load",
+    )
+    parser.add_argument(
         "--burst",
         type=int,
         default=0,
@@ -144,7 +227,9 @@ def main() -> None:
             order = chosen if r % 2 == 0 else chosen[::-1]
             for server in order:
                 if args.duration:
-                    result = measureOnce(server, args.duration, args.mode)
+                    result = measureOnce(
+                        server, args.duration, args.mode, args.perf, args.active_workers
+                    )
                 else:
                     result = {"rate": 0.0, "workers_per_1k": 0.0}
                     result.update(other_per_1k=0.0, errors=0, share=None)
@@ -160,7 +245,12 @@ def main() -> None:
                     f"other {result['other_per_1k'] * 1000:5.1f} ms/1k  "
                     f"errors {result['errors']}  share {result.get('share')} "
                     f"{result.get('counts')}  burst {result.get('burst')} "
-                    f"{result.get('burst_counts')}",
+                    f"{result.get('burst_counts')}"
+                    + "".join(
+                        f"  {name} {result[name]:.3f}/conn"
+                        for name in PERF_EVENTS.values()
+                        if name in result
+                    ),
                     flush=True,
                 )
     finally:
@@ -181,6 +271,11 @@ def main() -> None:
             f"{median(rs, 'workers_per_1k') * 1000:>14.1f} "
             f"{median(rs, 'other_per_1k') * 1000:>12.1f} "
             f"{median(rs, 'share'):>14.2f} {median(rs, 'burst'):>14.2f}"
+            + "".join(
+                f"  {name} {median(rs, name):.2f}/conn"
+                for name in PERF_EVENTS.values()
+                if any(name in r for r in rs)
+            )
         )
 
 
