@@ -313,23 +313,28 @@ class Worker:
             return self._closed if drain else succeed(None)
         self.finishing = True
         self._deadline = self.reactor.callLater(self.config.grace, self._graceOver)
-        self.log.info(
-            "{why}: {what}; {open} connections open",
-            why=why,
-            what="accepting what is queued, then no more"
-            if drain
-            else "accepting no more",
-            open=self.budget.open,
-        )
+        if drain:
+            # The drain may take a while: say so now, and again once done.
+            self.log.info(
+                "{why}: accepting what is queued, then no more; "
+                "{open} connections open",
+                why=why,
+                open=self.budget.open,
+            )
         closed = self._closed = self.budget.close(drain=drain)
-        closed.addCallback(self._portsClosed)
+        # Without a drain the sockets close on the reactor's next turn: one
+        # line then says why and how it ends, instead of two (every
+        # replacement's retiring worker wrote both).
+        closed.addCallback(self._portsClosed, None if drain else why)
         self._sendCounts()
         self._idle()
         return closed
 
-    def _portsClosed(self, result: None) -> None:
+    def _portsClosed(self, result: None, why: str | None) -> None:
         self.log.info(
-            "stopped accepting after {accepted} connections; finishing {open} open",
+            "{why}stopped accepting after {accepted} connections; "
+            "finishing {open} open",
+            why="" if why is None else why + ": ",
             accepted=self.budget.accepted,
             open=self.budget.open,
         )
