@@ -123,6 +123,8 @@ class Worker:
         self._closed: Deferred[None] | None = None
         self._exiting = False
         self._title = ""
+        #: The figures last sent to the master (L{_sendCounts}).
+        self._sentCounts: tuple[int, int, int, int] | None = None
 
     # Starting.
 
@@ -234,14 +236,18 @@ class Worker:
         d.addErrback(lambda f: None)
         return d
 
-    def _sendCounts(self) -> None:
+    def _figures(self) -> tuple[int, int, int, int]:
         b = self.budget
+        return (b.accepted, b.open, b.served, b.firstByteTimeouts)
+
+    def _sendCounts(self) -> None:
+        accepted, open, served, firstByteTimeouts = self._sentCounts = self._figures()
         self._call(
             Counts,
-            accepted=b.accepted,
-            open=b.open,
-            served=b.served,
-            firstByteTimeouts=b.firstByteTimeouts,
+            accepted=accepted,
+            open=open,
+            served=served,
+            firstByteTimeouts=firstByteTimeouts,
         )
         self.updateTitle()
 
@@ -326,7 +332,9 @@ class Worker:
         # line then says why and how it ends, instead of two (every
         # replacement's retiring worker wrote both).
         closed.addCallback(self._portsClosed, None if drain else why)
-        self._sendCounts()
+        if not self._exiting:
+            # Exiting already (nothing was open): the final figures went.
+            self._sendCounts()
         self._idle()
         return closed
 
@@ -374,8 +382,11 @@ class Worker:
         self._deadline = None
         if self._counts.running:
             self._counts.stop()
-        if self.control is not None:
-            self._sendCounts()  # the final figures, flushed before the close
+        if self.control is not None and self._sentCounts != self._figures():
+            # The final figures, flushed before the close; not again if
+            # the master has them (L{finish} sent them a turn ago): each
+            # message is work for both ends, in every replacement.
+            self._sendCounts()
         transport: Any = self.control and self.control.transport
         if transport and transport.connected and not transport.disconnecting:
             transport.loseConnection()
