@@ -233,7 +233,8 @@ class Worker:
         """
         assert self.control is not None
         d = self.control.callRemote(command, **kwargs)
-        d.addErrback(lambda f: None)
+        if d is not None:  # None: a command not answered (L{Counts})
+            d.addErrback(lambda f: None)
         return d
 
     def _figures(self) -> tuple[int, int, int, int]:
