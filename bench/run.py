@@ -744,8 +744,8 @@ PT_STOPPED = re.compile(
     r"\[worker (\d+) pid (\d+)\] .*stopped accepting after (\d+) connections"
 )
 NAIVE_SERVED = re.compile(r"child (\d+) pid (\d+) served (\d+) connections")
-# "(pid None)" when a fork server forks the worker later.
-PT_STARTED = re.compile(r"started worker (\d+) \(pid (\w+)\)")
+# No pid when a fork server forks the worker later.
+PT_STARTED = re.compile(r"started worker (\d+)\b")
 
 
 def workerShare(server: Server, log: str) -> dict[str, Any]:

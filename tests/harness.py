@@ -160,12 +160,15 @@ class Master:
         """
         Every worker pid this master ever started, from its log.
         """
-        return [
-            int(p)
-            for p in re.findall(
-                r"(?:started|forked) worker \d+ \(pid (\d+)\)", "\n".join(self.log())
-            )
-        ]
+        pids: dict[int, None] = {}
+        # A spawned worker's pid is on its "started" line; a forked one's
+        # on its own lines and the pool's later ones.
+        for found in re.findall(
+            r"worker \d+ \(pid (\d+)\)|\[worker \d+ pid (\d+)\]",
+            "\n".join(self.log()),
+        ):
+            pids[int(found[0] or found[1])] = None
+        return list(pids)
 
     def poolSummaries(self) -> list[dict[str, int]]:
         """

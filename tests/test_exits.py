@@ -204,3 +204,47 @@ def test_idle_worker_signalled_sends_replace_me_before_stopping(
     assert not reactor.hasStopped
     control.connectionLost(Failure(ConnectionDone()))
     assert reactor.hasStopped
+
+
+def test_idle_worker_signalled_sends_its_figures_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    A worker retiring with nothing open sends its final figures once, not
+    once as it stops accepting and again as it exits: each message is
+    work for the worker and for the master in every replacement.
+    """
+    monkeypatch.setattr(serving, "setTitle", lambda title: None)
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    worker = Worker(workerconfig(1), preforkReactor(reactor))
+    control = worker.control = _WorkerControl(worker)
+    transport = _ControlTransport()
+    control.makeConnection(transport)
+
+    worker.signalled(signal.SIGTERM)
+
+    assert transport.disconnecting
+    assert transport.value().count(b"Counts") == 1
+
+
+def test_counts_are_not_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The worker's figures (its heartbeat) ask for no answer, and the master
+    sends none: one message each way fewer per heartbeat and per
+    replacement.
+    """
+    monkeypatch.setattr(serving, "setTitle", lambda title: None)
+    reactor = MemoryReactorClock()
+    worker = Worker(workerconfig(1), preforkReactor(reactor))
+    control = worker.control = _WorkerControl(worker)
+    transport = _ControlTransport()
+    control.makeConnection(transport)
+    worker._sendCounts()
+    sent = transport.value()
+    assert b"Counts" in sent and b"_ask" not in sent
+
+    _, _, channel, _ = harness()
+    channel.control.dataReceived(sent)
+    answers = channel.control.transport
+    assert isinstance(answers, StringTransport) and answers.value() == b""

@@ -325,10 +325,7 @@ def workerPids(master: Master) -> list[int]:
     Every worker pid the master logged, whether it spawned the worker
     itself or had it forked for it.
     """
-    found = re.findall(
-        r"(?:started|forked) worker \d+ \(pid (\d+)\)", "\n".join(master.log())
-    )
-    return list(dict.fromkeys(int(pid) for pid in found))
+    return master.workerPids()
 
 
 def liveWorkerPids(master: Master) -> list[int]:

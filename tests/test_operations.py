@@ -281,7 +281,6 @@ def test_without_fork_server(serve: StartMaster) -> None:
         waitUntil(lambda: load.attempted >= 100, 60, "100 connections")
     assert load.failed == []
     assert master.forkServers() == []
-    assert master.count("forked worker") == 0
     assert len(master.workerPids()) >= 10
 
 
@@ -293,3 +292,24 @@ def test_reload_starts_a_new_fork_server(serve: StartMaster) -> None:
     master.waitForLine("reload finished", 60)
     waitUntil(lambda: len(master.forkServers()) == 2, 10, "a second fork server")
     waitUntil(lambda: not isAlive(first), 30, "the first fork server to exit")
+
+
+def test_replacement_log_lines(serve: StartMaster) -> None:
+    """
+    A worker retired by SIGTERM says why and how it ends in one line, and
+    its forked replacement's start is one line of the master's, with no
+    "(pid None)" in it: the lines a replacement costs are few, and each
+    says something.
+    """
+    master = serve("-w", "1", "-p", "tests.apps.PidEcho")
+    master.waitForWorkers(1)
+    (old,) = master.liveWorkers()
+    os.kill(old, signal.SIGTERM)
+    master.waitForLine(r"worker 2 \(pid \d+\) is accepting")
+    line = master.waitForLine(rf"\[worker 1 pid {old}\] .*stopped accepting").string
+    assert line.endswith(
+        "received SIGTERM: stopped accepting after 0 connections; finishing 0 open"
+    )
+    assert master.count(rf"\[worker 1 pid {old}\] received SIGTERM") == 1
+    assert master.count(r"started worker 2 \(") == 1
+    assert master.count(r"pid None|forked worker") == 0

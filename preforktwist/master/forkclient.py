@@ -158,8 +158,11 @@ class ForkServerProcess(ProcessProtocol):
         worker = self._waiting.popleft()
         self._children[pid] = worker
         controlFD, outFD, errFD = fds
+        # Not logged: the pool said "started worker N" when it asked, and
+        # every line of the worker's own (and the pool's about it) from
+        # here on carries the pid.  A line per fork was one more of a
+        # replacement's few, read and written by the master each time.
         worker.pid = pid
-        worker.log.info("forked {worker}", worker=worker.describe())
         worker.adoptControl(controlFD)
         worker.adoptOutput(1, outFD)
         worker.adoptOutput(2, errFD)

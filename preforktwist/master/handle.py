@@ -254,6 +254,12 @@ class WorkerProcess(ProcessProtocol):
         self._exitReport: Any = None
 
     def describe(self) -> str:
+        """
+        C{worker 3 (pid 1234)}; C{worker 3} alone until a fork server has
+        forked it (its own lines and the pool's next ones carry the pid).
+        """
+        if self.pid is None:
+            return f"worker {self.number}"
         return f"worker {self.number} (pid {self.pid})"
 
     # How the process came to be is its starter's business

@@ -73,7 +73,15 @@ class Counts(amp.Command):
     """
     The worker's counters, sent at a steady interval: it is also the proof
     that the worker's reactor still turns.
+
+    Not answered: the worker waits for nothing, and an answer was one more
+    message each way per heartbeat and per replacement (the retiring
+    worker's last ones, still unanswered at its close, each failed with a
+    L{Failure} of their own).  A master of another version answers only
+    if asked, as AMP does, so either side may be older.
     """
+
+    requiresAnswer = False
 
     arguments = [
         (b"accepted", amp.Integer()),

@@ -123,6 +123,8 @@ class Worker:
         self._closed: Deferred[None] | None = None
         self._exiting = False
         self._title = ""
+        #: The figures last sent to the master (L{_sendCounts}).
+        self._sentCounts: tuple[int, int, int, int] | None = None
 
     # Starting.
 
@@ -231,17 +233,22 @@ class Worker:
         """
         assert self.control is not None
         d = self.control.callRemote(command, **kwargs)
-        d.addErrback(lambda f: None)
+        if d is not None:  # None: a command not answered (L{Counts})
+            d.addErrback(lambda f: None)
         return d
 
-    def _sendCounts(self) -> None:
+    def _figures(self) -> tuple[int, int, int, int]:
         b = self.budget
+        return (b.accepted, b.open, b.served, b.firstByteTimeouts)
+
+    def _sendCounts(self) -> None:
+        accepted, open, served, firstByteTimeouts = self._sentCounts = self._figures()
         self._call(
             Counts,
-            accepted=b.accepted,
-            open=b.open,
-            served=b.served,
-            firstByteTimeouts=b.firstByteTimeouts,
+            accepted=accepted,
+            open=open,
+            served=served,
+            firstByteTimeouts=firstByteTimeouts,
         )
         self.updateTitle()
 
@@ -313,23 +320,30 @@ class Worker:
             return self._closed if drain else succeed(None)
         self.finishing = True
         self._deadline = self.reactor.callLater(self.config.grace, self._graceOver)
-        self.log.info(
-            "{why}: {what}; {open} connections open",
-            why=why,
-            what="accepting what is queued, then no more"
-            if drain
-            else "accepting no more",
-            open=self.budget.open,
-        )
+        if drain:
+            # The drain may take a while: say so now, and again once done.
+            self.log.info(
+                "{why}: accepting what is queued, then no more; "
+                "{open} connections open",
+                why=why,
+                open=self.budget.open,
+            )
         closed = self._closed = self.budget.close(drain=drain)
-        closed.addCallback(self._portsClosed)
-        self._sendCounts()
+        # Without a drain the sockets close on the reactor's next turn: one
+        # line then says why and how it ends, instead of two (every
+        # replacement's retiring worker wrote both).
+        closed.addCallback(self._portsClosed, None if drain else why)
+        if not self._exiting:
+            # Exiting already (nothing was open): the final figures went.
+            self._sendCounts()
         self._idle()
         return closed
 
-    def _portsClosed(self, result: None) -> None:
+    def _portsClosed(self, result: None, why: str | None) -> None:
         self.log.info(
-            "stopped accepting after {accepted} connections; finishing {open} open",
+            "{why}stopped accepting after {accepted} connections; "
+            "finishing {open} open",
+            why="" if why is None else why + ": ",
             accepted=self.budget.accepted,
             open=self.budget.open,
         )
@@ -369,8 +383,11 @@ class Worker:
         self._deadline = None
         if self._counts.running:
             self._counts.stop()
-        if self.control is not None:
-            self._sendCounts()  # the final figures, flushed before the close
+        if self.control is not None and self._sentCounts != self._figures():
+            # The final figures, flushed before the close; not again if
+            # the master has them (L{finish} sent them a turn ago): each
+            # message is work for both ends, in every replacement.
+            self._sendCounts()
         transport: Any = self.control and self.control.transport
         if transport and transport.connected and not transport.disconnecting:
             transport.loseConnection()
