@@ -13,10 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from twisted.web.test.requesthelper import DummyRequest
-
 from preforktwist.master.pool import WorkerState
-from preforktwist.master.status.health import LiveResource, Readiness, ReadyResource
+from preforktwist.master.status.health import Readiness, live, ready
 from tests.conftest import StartMaster
 from tests.harness import Master, waitUntil
 from tests.test_pool import Harness
@@ -34,37 +32,31 @@ def probe(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def render(resource: ReadyResource | LiveResource) -> tuple[int, str]:
-    request = DummyRequest([b""])
-    body = resource.render_GET(request)  # type: ignore[arg-type]
-    return request.responseCode or 200, body.decode()
-
-
 def test_readiness_follows_the_pool() -> None:
     """
     503 while starting, 200 once every wanted worker accepted, still 200
     with one of them gone, 503 with none, and 503 from the stop on.
     """
     h = Harness(2)
-    ready = ReadyResource(Readiness(h.pool))
+    readiness = Readiness(h.pool)
     h.pool.start()
-    assert render(ready) == (503, "not ready: starting: 0 of 2 workers accepting\n")
+    assert ready(readiness) == (503, "not ready: starting: 0 of 2 workers accepting")
     first = h.pool.inState(WorkerState.BOOTING)[0]
     h.pool.workerReady(first)
-    assert render(ready)[0] == 503
+    assert ready(readiness)[0] == 503
     h.readyAll()
-    assert render(ready) == (200, "ok: 2 of 2 workers accepting\n")
+    assert ready(readiness) == (200, "ok: 2 of 2 workers accepting")
     h.pool.workerExited(first, "killed by SIGKILL")
-    assert render(ready) == (200, "ok: 1 of 2 workers accepting\n")
+    assert ready(readiness) == (200, "ok: 1 of 2 workers accepting")
     for worker in h.pool.inState(WorkerState.ACCEPTING):
         h.pool.workerExited(worker, "killed by SIGKILL")
-    assert render(ready) == (503, "not ready: no worker accepting (0 of 2)\n")
+    assert ready(readiness) == (503, "not ready: no worker accepting (0 of 2)")
     h.clock.advance(60)  # the replacements' backoff after quick deaths
     h.readyAll()
-    assert render(ready)[0] == 200
+    assert ready(readiness)[0] == 200
     h.pool.stop()
-    assert render(ready) == (503, "not ready: stopping\n")
-    assert render(LiveResource()) == (200, "ok: the master's reactor answered\n")
+    assert ready(readiness) == (503, "not ready: stopping")
+    assert live() == (200, "ok: the master's reactor answered")
 
 
 def listenerOpen(master: Master) -> bool:

@@ -57,10 +57,10 @@ def test_deployment_and_service() -> None:
     assert ports["http"] == port(listen)
     assert ports["status"] == port(options["status"])
     # The probes ask the endpoints the status site really serves.
-    routes = statusSite(Scoreboard(Harness(1).pool, [], Clock())).resource.children
+    routes = statusSite(Scoreboard(Harness(1).pool, [], Clock())).pages
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         check = container[probe]["httpGet"]
-        assert check["path"] == path and path[1:].encode() in routes
+        assert check["path"] == path and path.encode() in routes
         assert ports[check["port"]] == ports["status"]
     # The kubelet's SIGKILL comes only after preStop, --grace and a margin.
     preStop = container["lifecycle"]["preStop"]["exec"]["command"]

@@ -1,7 +1,7 @@
 """
 The status endpoint: JSON and Prometheus metrics that add up to what the
-test sent, the listen queue made visible, and the scoreboard page in a
-real headless browser.
+test sent, the listen queue made visible, the scoreboard page in a real
+headless browser, and the endpoint's own HTTP server in process.
 """
 
 from __future__ import annotations
@@ -11,15 +11,25 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 
+from preforktwist.master.status.scoreboard import Scoreboard
+from preforktwist.master.status.web import Answer, StatusSite, statusSite
 from tests.conftest import StartMaster
 from tests.harness import Master, exchange, waitUntil
+from tests.test_pool import Harness
 
 STATUS = ["--status", "tcp:0:interface=127.0.0.1"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -190,3 +200,80 @@ def test_scoreboard_page_in_a_browser(serve: StartMaster) -> None:
             assert width <= 390, f"the page is {width}px wide on a 390px phone"
         finally:
             browser.close()
+
+
+# The endpoint's HTTP server, in process.
+
+
+def ask(site: StatusSite, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """
+    Feed one raw request to a channel of C{site}; the status code,
+    headers (lower-cased names) and body of its answer.
+    """
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(request)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    channel.connectionLost(Failure(ConnectionDone()))
+    return int(status.split()[1]), headers, body
+
+
+def pages(fails: bool = False) -> StatusSite:
+    def boom() -> Answer:
+        raise RuntimeError("a page's bug")
+
+    site = statusSite(Scoreboard(Harness(1).pool, [], Clock()))
+    if fails:
+        site.pages[b"/boom"] = boom
+    return site
+
+
+def test_pages_answer_get_and_head_only() -> None:
+    """
+    GET answers with the page; HEAD with the same headers and no body;
+    any other method 405 with what is allowed; an unknown path 404; every
+    answer is marked not to be cached.
+    """
+    site = pages()
+    code, headers, body = ask(site, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (code, body) == (200, b"ok: the master's reactor answered\n")
+    assert headers[b"content-length"] == b"%d" % len(body)
+    assert headers[b"cache-control"] == b"no-store"
+    assert headers[b"content-type"] == b"text/plain; charset=utf-8"
+    code, headers, body = ask(site, b"HEAD /readyz?verbose HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (code, body) == (503, b"")
+    assert int(headers[b"content-length"]) > 0
+    code, headers, _ = ask(site, b"POST /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (code, headers[b"allow"]) == (405, b"GET, HEAD")
+    code, _, _ = ask(site, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert code == 404
+    code, headers, body = ask(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert code == 200 and headers[b"content-type"].startswith(b"text/html")
+    assert b"<html" in body.lower()
+
+
+def test_a_page_that_raises_is_logged_and_answered_500() -> None:
+    site = pages(fails=True)
+    with capturedLogs() as events:
+        code, _, body = ask(site, b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (code, body) == (500, b"internal error\n")
+    assert any("log_failure" in e for e in events)
+
+
+def test_status_endpoint_leaves_twisted_web_server_out() -> None:
+    """
+    The endpoint does without C{twisted.web.server} (and the Perspective
+    Broker, cred and templates it imports): 2.3 MB of the master's memory.
+    """
+    code = (
+        "import sys; import preforktwist.master.status.web; "
+        "sys.exit('twisted.web.server' in sys.modules or 'twisted.spread.pb' in "
+        "sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -21,9 +21,6 @@ the connections it is finishing.
 
 from __future__ import annotations
 
-from twisted.web.resource import Resource
-from twisted.web.server import Request
-
 from preforktwist.master.events import PoolEvent
 from preforktwist.master.pool import Pool, WorkerState
 
@@ -61,36 +58,16 @@ class Readiness:
         return True, f"{accepting} of {pool.size} workers accepting"
 
 
-def _plain(request: Request, code: int, text: str) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return f"{text}\n".encode()
+def ready(readiness: Readiness) -> tuple[int, str]:
+    """
+    C{/readyz}'s answer: 200 or 503, and why.
+    """
+    isReady, why = readiness.check()
+    return (200 if isReady else 503), f"{'ok' if isReady else 'not ready'}: {why}"
 
 
-class ReadyResource(Resource):
-    isLeaf = True
-
-    def __init__(self, readiness: Readiness) -> None:
-        Resource.__init__(self)
-        self.readiness = readiness
-
-    def render_GET(self, request: Request) -> bytes:
-        ready, why = self.readiness.check()
-        return _plain(
-            request, 200 if ready else 503, f"{'ok' if ready else 'not ready'}: {why}"
-        )
-
-    render_HEAD = render_GET
-
-
-class LiveResource(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        Resource.__init__(self)
-
-    def render_GET(self, request: Request) -> bytes:
-        return _plain(request, 200, "ok: the master's reactor answered")
-
-    render_HEAD = render_GET
+def live() -> tuple[int, str]:
+    """
+    C{/livez}'s answer: that the master's reactor turned to give it.
+    """
+    return 200, "ok: the master's reactor answered"
