@@ -323,8 +323,13 @@ class AcceptBudget:
         if self.draining:
             # Room again, at the cap: go on with the drain.
             self._drainPorts()
-        elif self.maxConcurrent and self.room() == self.maxConcurrent - self.open == 1:
-            # The cap had paused the ports; there is room again.
+        elif (
+            self.maxConcurrent
+            and self.maxConcurrent - self.open == 1
+            and self.room() == 1
+        ):
+            # The cap had paused the ports; there is room again.  (The
+            # cheap test first: this runs at every close.)
             for port in self.ports:
                 port.startReading()
         if self.open == 0:
@@ -427,12 +432,15 @@ class _CountsClose:
 
     def _silent(self) -> None:
         self._silence = None
+        self.__dict__.pop("_dataReceived", None)
         self.server.budget.firstByteTimeouts += 1
         self.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure) -> None:
-        self._stopSilenceTimer()
-        self.__dict__.pop("_dataReceived", None)
+        if self._silence is not None:
+            # Closed before its first byte, within the timeout.
+            self._stopSilenceTimer()
+            self.__dict__.pop("_dataReceived", None)
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
