@@ -25,7 +25,12 @@ It also dispatches a write event without asking epoll for it
 which a transport asked: a connection closed with nothing left to send
 would otherwise register for writing, wait for the reactor's next turn to
 hear that its socket is writable (it nearly always is), and unregister,
-all to learn nothing.
+all to learn nothing.  Measured on 2026-12-06 by C{python
+bench/cpu_per_conn.py --rounds 3 --duration 4 --servers
+single,pt-w2-m0,pt-w8-m0 --perf --pt-rev a844ed9} (after, and before):
+9.4 system calls per connection instead of 11.4, 2 C{epoll_ctl} instead
+of 4, and 48.2 against 55.4 ms of the workers' CPU per 1,000 connections
+at C{-w 2} (one Twisted process: 45.0).
 
 Installed in place of C{twisted.internet.epollreactor} only, when that is
 the master's reactor; any other reactor is installed as it is.
