@@ -179,6 +179,23 @@ class _ControlTransport(StringTransport):
     connected = True
 
 
+def signalledIdleWorker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[MemoryReactorClock, _WorkerControl, _ControlTransport]:
+    """
+    A worker with nothing open and its control channel, just sent SIGTERM.
+    """
+    monkeypatch.setattr(serving, "setTitle", lambda title: None)
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    worker = Worker(workerconfig(1), preforkReactor(reactor))
+    control = worker.control = _WorkerControl(worker)
+    transport = _ControlTransport()
+    control.makeConnection(transport)
+    worker.signalled(signal.SIGTERM)
+    return reactor, control, transport
+
+
 def test_idle_worker_signalled_sends_replace_me_before_stopping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -189,15 +206,7 @@ def test_idle_worker_signalled_sends_replace_me_before_stopping(
     C{ReplaceMe}: the master took the exit for a crash, and the next worker
     for a boot loop, after a 0.5 s backoff.
     """
-    monkeypatch.setattr(serving, "setTitle", lambda title: None)
-    reactor = MemoryReactorClock()
-    reactor.running = True
-    worker = Worker(workerconfig(1), preforkReactor(reactor))
-    control = worker.control = _WorkerControl(worker)
-    transport = _ControlTransport()
-    control.makeConnection(transport)
-
-    worker.signalled(signal.SIGTERM)
+    reactor, control, transport = signalledIdleWorker(monkeypatch)
 
     assert transport.disconnecting
     assert b"ReplaceMe" in transport.value()
@@ -214,15 +223,7 @@ def test_idle_worker_signalled_sends_its_figures_once(
     once as it stops accepting and again as it exits: each message is
     work for the worker and for the master in every replacement.
     """
-    monkeypatch.setattr(serving, "setTitle", lambda title: None)
-    reactor = MemoryReactorClock()
-    reactor.running = True
-    worker = Worker(workerconfig(1), preforkReactor(reactor))
-    control = worker.control = _WorkerControl(worker)
-    transport = _ControlTransport()
-    control.makeConnection(transport)
-
-    worker.signalled(signal.SIGTERM)
+    _, _, transport = signalledIdleWorker(monkeypatch)
 
     assert transport.disconnecting
     assert transport.value().count(b"Counts") == 1

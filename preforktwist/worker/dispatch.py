@@ -102,6 +102,9 @@ class WorkerEPollReactor(EPollReactor):
             raise
         selectables = self._selectables
         dispatch = self._doReadOrWrite
+        # The same guarded call as _dispatchWritable's, written out: this
+        # loop runs for every event, and a shared helper would cost a call
+        # (or a generator) per event.
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
