@@ -247,3 +247,36 @@ def test_aConnectionAbortedMeanwhileIsLeftAlone() -> None:
     finally:
         client.close()
         reactor._poller.close()
+
+
+def test_afterStartTLSWritesAndTheCloseGoThroughTheTLSLayer() -> None:
+    """
+    Once C{startTLS} has run (C{TLS} set, its protocol in the transport's
+    place), a write and the close are the TLS layer's to make, as with
+    Twisted's own transport: nothing reaches the socket in clear.
+    """
+    reactor = WorkerEPollReactor()
+    calls: list[object] = []
+
+    class StandsForTLS(Protocol):
+        def write(self, data: bytes) -> None:
+            calls.append(data)
+
+        def loseConnection(self) -> None:
+            calls.append("loseConnection")
+
+    tls = StandsForTLS()
+    client = served(reactor, tls)
+    try:
+        transport = cast(Conn, tls.transport)
+        transport.TLS = True  # what twisted.internet._newtls.startTLS sets
+        transport.write(b"secret")
+        transport.loseConnection()
+        reactor.doPoll(0)
+        assert calls == [b"secret", "loseConnection"]
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(100)
+    finally:
+        client.close()
+        reactor._poller.close()

@@ -253,6 +253,8 @@ def test_pages_answer_get_and_head_only() -> None:
     assert (code, headers[b"allow"]) == (405, b"GET, HEAD")
     code, _, _ = ask(site, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
     assert code == 404
+    code, headers, _ = ask(site, b"GET /livez/ HTTP/1.0\r\n\r\n")
+    assert code == 200 and headers[b"date"].endswith(b"GMT")
     code, headers, body = ask(site, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert code == 200 and headers[b"content-type"].startswith(b"text/html")
     assert b"<html" in body.lower()

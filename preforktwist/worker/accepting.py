@@ -472,8 +472,14 @@ class _SendsAtOnce:
     writing, its removal and one event less per connection closed by the
     server.  Anything written after C{loseConnection}, or a producer still
     registered, is left to Twisted's own path, which waits for both.
+
+    Once C{startTLS} has run (C{TLS} set: a STARTTLS protocol on a plain
+    listener), writes and the close go through Twisted's path, which hands
+    them to the TLS layer; that layer sends and closes through
+    C{FileDescriptor}'s own methods, past these.
     """
 
+    TLS: bool = False
     connected: int
     disconnecting: int
     _writeDisconnected: bool
@@ -488,6 +494,7 @@ class _SendsAtOnce:
     def write(self, data: bytes) -> None:
         if (
             type(data) is bytes
+            and not self.TLS
             and self.connected
             and not self.disconnecting
             and not self._writeDisconnected
@@ -507,6 +514,7 @@ class _SendsAtOnce:
         dispatchSoon = getattr(self.reactor, "dispatchWritableSoon", None)
         if (
             dispatchSoon is None
+            or self.TLS
             or not self.connected
             or self.disconnecting
             or self._writeDisconnected

@@ -74,13 +74,16 @@ class WorkerEPollReactor(EPollReactor):
         # A selectable's doWrite may close another one: serve those too.
         while self._writableSoon:
             due, self._writableSoon = self._writableSoon, []
-            for selectable in due:
+            for i, selectable in enumerate(due):
                 fd = selectable.fileno()
                 if fd == -1 or not getattr(selectable, "connected", True):
                     continue
                 try:
                     dispatch(selectable, fd, EPOLLOUT)  # type: ignore[no-untyped-call]
                 except KeyboardInterrupt:
+                    # The rest are still due: unlike epoll's events, nothing
+                    # would report them again.
+                    self._writableSoon[:0] = due[i + 1 :]
                     raise
                 except BaseException:
                     log.err()

@@ -29,7 +29,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPFactory, Request
+from twisted.web.http import HTTPFactory, Request, datetimeToString
 
 from preforktwist.common.endpoints import ListenError, endpointError
 from preforktwist.common.logs import NamedLogger
@@ -79,7 +79,9 @@ class _StatusRequest(Request):
 
     def process(self) -> None:
         site: StatusSite = cast(Any, self.channel).site
-        page = site.pages.get(self.path.split(b"?", 1)[0])
+        # /readyz and /readyz/ alike, as the resource tree answered.
+        path = self.path.split(b"?", 1)[0].rstrip(b"/") or b"/"
+        page = site.pages.get(path)
         if self.method not in (b"GET", b"HEAD"):
             code, contentType, body = _text(405, "method not allowed")
             self.setHeader(b"allow", b"GET, HEAD")
@@ -92,6 +94,7 @@ class _StatusRequest(Request):
                 _log.failure("status page {path!r}", path=self.path)
                 code, contentType, body = _text(500, "internal error")
         self.setResponseCode(code)
+        self.setHeader(b"date", datetimeToString())
         self.setHeader(b"content-type", contentType)
         self.setHeader(*_NO_STORE)
         self.setHeader(b"content-length", b"%d" % len(body))
