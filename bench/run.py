@@ -13,6 +13,7 @@ stopped (its whole session, by pid) before the next run starts.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -553,9 +554,36 @@ def freePort() -> int:
     raise RuntimeError("no free port")
 
 
+#: Source trees whose bytecode has been compiled (L{compileServed}).
+COMPILED: set[str] = set()
+
+
+def compileServed() -> None:
+    """
+    Compile the Python code the servers run (preforktwist as exported by
+    C{--snapshot}, or the checkout's, and C{bench/}'s own modules), once.
+
+    A package installed by pip has its C{.pyc} files; a checkout or an
+    export does not, and where C{PYTHONDONTWRITEBYTECODE} is set (it is on
+    these machines) nothing ever writes them, so without this every forked
+    worker would compile the modules it imports (C{--protocol}'s, say)
+    from source: about 1.5 ms of each replacement that no installed server
+    pays.
+    """
+    for tree in [
+        *(os.path.join(path, "preforktwist") for path in CODE_PATH),
+        os.path.join(ROOT, "preforktwist"),
+        BENCH,
+    ]:
+        if tree not in COMPILED and os.path.isdir(tree):
+            compileall.compile_dir(tree, quiet=1)
+            COMPILED.add(tree)
+
+
 def startServer(
     server: Server, port: int, tmp: str, log: str
 ) -> subprocess.Popen[bytes]:
+    compileServed()
     if server.setup is not None:
         server.setup(port, tmp)
     env = dict(os.environ)
@@ -1018,6 +1046,36 @@ def burstServers(acceptVariants: bool) -> list[Server]:
 PT_ACCEPTING = re.compile(r"worker (\d+) \(pid (\d+)\) is accepting")
 
 
+class LogFollower:
+    """
+    The workers a server's log says are accepting, read as the log grows:
+    C{pids} maps each worker's number to its pid.
+    """
+
+    def __init__(self, path: str, pattern: re.Pattern[str]) -> None:
+        self._file = open(path, "rb")
+        self._pattern = pattern
+        self._partial = b""
+        self.pids: dict[str, int] = {}
+
+    def new(self) -> int:
+        """
+        Read what the log gained; return how many new matching lines.
+        """
+        self._partial += self._file.read()
+        *lines, self._partial = self._partial.split(b"\n")
+        found = 0
+        for line in lines:
+            match = self._pattern.search(line.decode("utf-8", "replace"))
+            if match:
+                self.pids[match.group(1)] = int(match.group(2))
+                found += 1
+        return found
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
     """
     CPU of one replacement, all processes of the server: SIGTERM to one
@@ -1031,6 +1089,7 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
     log = os.path.join(tmp, "server.log")
     result: dict[str, Any] = {"server": server.key, "replacements": count}
     proc = startServer(server, port, tmp, log)
+    accepting = LogFollower(log, PT_ACCEPTING)
     try:
         waitReady(server, proc, port, log)
         time.sleep(1.0)
@@ -1038,14 +1097,14 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
         time.sleep(3.0)
         idleRate = (cpuTicks(proc.pid) - idle0) / (time.monotonic() - t0)
         walls = []
+        accepting.new()
         before, start = cpuTicks(proc.pid), time.monotonic()
         for _ in range(count):
-            seen = {n for n, _ in PT_ACCEPTING.findall(readText(log))}
-            pids = [p["pid"] for p in memory(proc.pid, proc.pid)["procs"]]
+            # The harness polls lightly (the new part of the log, one /proc
+            # entry): it shares the two cores with the server, and walking
+            # the processes' memory maps would contend with their forks.
             workers = [
-                int(pid)
-                for n, pid in PT_ACCEPTING.findall(readText(log))
-                if int(pid) in pids
+                pid for pid in accepting.pids.values() if os.path.exists(f"/proc/{pid}")
             ]
             if not workers:
                 raise RuntimeError("no accepting worker to replace")
@@ -1053,14 +1112,12 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
             t = time.monotonic()
             os.kill(victim, signal.SIGTERM)
             deadline = t + 30
-            while True:
-                now = {n for n, _ in PT_ACCEPTING.findall(readText(log))}
-                gone = not os.path.exists(f"/proc/{victim}")
-                if now - seen and gone:
-                    break
+            started = 0
+            while not (started and not os.path.exists(f"/proc/{victim}")):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no replacement accepting within 30 s")
-                time.sleep(0.005)
+                time.sleep(0.002)
+                started += accepting.new()
             walls.append(time.monotonic() - t)
         elapsed = time.monotonic() - start
         ticks = cpuTicks(proc.pid) - before - idleRate * elapsed
@@ -1070,12 +1127,46 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
     except (RuntimeError, OSError) as e:
         result["failed"] = str(e)
     finally:
+        accepting.close()
         stopServer(server, proc)
     result["command"] = shlex.join(server.command(port, tmp))
     keep = os.path.join(outdir, "logs", f"replace-{server.key}.log")
     os.makedirs(os.path.dirname(keep), exist_ok=True)
     shutil.copy(log, keep)
     shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def forkFloor(preload: Sequence[str] = (), count: int = 300) -> dict[str, Any]:
+    """
+    The floor under a replacement's CPU (C{bench/forkfloor.py}): forking a
+    template like the fork server's, with C{preload} imported as
+    C{--preload} would, the child exiting at once.  Run with the servers'
+    code and environment.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*CODE_PATH, ROOT])
+    command = [PYTHON, os.path.join(BENCH, "forkfloor.py"), "--count", str(count)]
+    for name in preload:
+        command += ["--preload", name]
+    compileServed()
+    done = subprocess.run(
+        command,
+        cwd=tempfile.gettempdir(),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    label = "fork server template"
+    if preload:
+        label += f", --preload {' '.join(preload)}"
+    result: dict[str, Any] = {"server": label, "floor": True}
+    if done.returncode != 0:
+        result["failed"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return result
+    result.update(json.loads(done.stdout))
+    result["cpu_ms_each"] = result["parent_ms_each"] + result["child_ms_each"]
     return result
 
 
@@ -1127,16 +1218,40 @@ def extraReport(
         w("")
         w("| server | CPU per replacement | wall, median | idle CPU |")
         w("| --- | --- | --- | --- |")
+        floors = [r for r in replacements if r.get("floor")]
         for r in replacements:
             if "failed" in r:
                 w(f"| {r['server']} | failed: {r['failed'][:80]} | | |")
-                continue
-            w(
-                f"| {r['server']} | {r['cpu_ms_each']:.1f} ms "
-                f"(x{r['replacements']}) | {r['wall_ms_median']:.0f} ms | "
-                f"{r['idle_cpu_ms_per_s']:.1f} ms/s |"
-            )
+            elif not r.get("floor"):
+                w(
+                    f"| {r['server']} | {r['cpu_ms_each']:.1f} ms "
+                    f"(x{r['replacements']}) | {r['wall_ms_median']:.0f} ms | "
+                    f"{r['idle_cpu_ms_per_s']:.1f} ms/s |"
+                )
         w("")
+        if floors:
+            w(
+                "The floor under those (`python bench/forkfloor.py`): a process "
+                "that imports what the fork server imports forks children that "
+                "exit at once. Parent: the copy of the page tables; child: "
+                "Python's after-fork work, its copy-on-write faults and the "
+                "teardown of the address space. No replacement can cost less."
+            )
+            w("")
+            w(
+                "| template | CPU per fork | parent | child | child's faults "
+                "| template RSS |"
+            )
+            w("| --- | --- | --- | --- | --- | --- |")
+            for r in floors:
+                if "failed" in r:
+                    continue
+                w(
+                    f"| {r['server']} | {r['cpu_ms_each']:.2f} ms (x{r['forks']}) | "
+                    f"{r['parent_ms_each']:.2f} ms | {r['child_ms_each']:.2f} ms | "
+                    f"{r['child_faults_each']:.0f} | {r['template_rss_mib']:.1f} MiB |"
+                )
+            w("")
     if masters:
         w("## The master's memory")
         w("")
@@ -1511,7 +1626,16 @@ def targets(
             )
         )
     for r in replacements:
-        if "cpu_ms_each" in r:
+        if "cpu_ms_each" in r and r.get("floor"):
+            rows.append(
+                (
+                    f"5. (for comparison) fork + immediate exit, {r['server']}",
+                    "-",
+                    f"{r['cpu_ms_each']:.2f} ms (x{r['forks']})",
+                    "(floor)",
+                )
+            )
+        elif "cpu_ms_each" in r:
             rows.append(
                 (
                     f"5. CPU of one replacement, all processes ({r['server']})",
@@ -2298,6 +2422,17 @@ def main() -> None:
                     f"wall {r['wall_ms_median']:.0f} ms"
                 )
             print(f"[replacement] {server.label}: {what}", flush=True)
+        if replaced:
+            for preload in ([], ["bench.heavyapp.site"]):
+                r = forkFloor(preload)
+                replacements.append(r)
+                what = r.get("failed") or (
+                    f"{r['cpu_ms_each']:.2f} ms CPU per fork "
+                    f"(parent {r['parent_ms_each']:.2f}, child "
+                    f"{r['child_ms_each']:.2f}), "
+                    f"template {r['template_rss_mib']:.0f} MiB"
+                )
+                print(f"[floor] {r['server']}: {what}", flush=True)
         if args.master_memory:
             masters = masterMemory()
             for r in masters:

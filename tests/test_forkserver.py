@@ -75,3 +75,43 @@ def test_orphaned_template_waits_for_its_children_without_spinning() -> None:
                 os.kill(child, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def isOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_forked_worker_keeps_only_its_descriptors() -> None:
+    """
+    The child closes every descriptor it inherited but those it keeps
+    (C{_closeAllBut}): the gaps between kept ones and everything above
+    them, by ranges.
+    """
+    from preforktwist.worker.forkserver import _closeAllBut
+
+    report, child_end = os.pipe()
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(6)]
+    keep = {0, 1, 2, child_end, opened[1], opened[4]}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _closeAllBut(keep)
+            # listdir's own descriptor is in its list, closed by now.
+            left = [fd for fd in map(int, os.listdir("/proc/self/fd")) if isOpen(fd)]
+            os.write(child_end, " ".join(map(str, left)).encode())
+        finally:
+            os._exit(0)
+    try:
+        os.close(child_end)
+        left = {int(fd) for fd in os.read(report, 4096).split()}
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert left == keep
+    finally:
+        os.close(report)
+        for fd in opened:
+            os.close(fd)

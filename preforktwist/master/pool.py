@@ -56,6 +56,12 @@ class WorkerState(enum.Enum):
     STOPPING = "stopping"
 
 
+#: The states in their order, for L{Pool.summary}: iterating an C{Enum}
+#: class walks its members anew each time, and the summary is written into
+#: every line the pool logs.
+_STATES = tuple(WorkerState)
+
+
 class PoolWorker(Protocol):
     """
     What the pool needs of a worker: L{preforktwist.process.WorkerProcess}
@@ -267,7 +273,7 @@ class Pool:
         The workers by state, for the log: C{1 booting, 1 standby, 2
         accepting}.  A standby still booting counts as a standby.
         """
-        counts = dict.fromkeys(WorkerState, 0)
+        counts = dict.fromkeys(_STATES, 0)
         for worker in self.workers.values():
             record = self._records.get(worker.number)
             booting = worker.state is WorkerState.BOOTING

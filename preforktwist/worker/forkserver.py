@@ -319,18 +319,28 @@ class ForkTemplate:
                 # the worker gets its own.
                 keep -= reactorFDs(installed)
                 keep |= renewReactor(installed)
-            for fd in _openFDs():
-                if fd not in keep:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+            _closeAllBut(keep)
             workermain.run(config, None)
         except BaseException:
             import traceback
 
             traceback.print_exc()
         os._exit(1)
+
+
+def _closeAllBut(keep: set[int]) -> None:
+    """
+    Close every descriptor not in C{keep}: the gaps between the kept ones
+    with C{os.closerange} (one C{close_range} system call each on Linux),
+    instead of listing C{/proc/self/fd} and closing one at a time in every
+    forked worker.
+    """
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _openFDs() -> list[int]:
