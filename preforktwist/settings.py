@@ -717,7 +717,7 @@ class Settings:
         Side.MASTER,
         "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
         "instead of forking it from a template process that has already "
-        "imported Twisted (about a millisecond).",
+        "imported Twisted (about 15 ms of CPU in all).",
         "Start each worker as a fresh interpreter instead of forking it from "
         "the fork server (see How it works).",
     )

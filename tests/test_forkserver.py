@@ -101,8 +101,8 @@ def test_forked_worker_keeps_only_its_descriptors() -> None:
         try:
             _closeAllBut(keep)
             # listdir's own descriptor is in its list, closed by now.
-            left = [fd for fd in map(int, os.listdir("/proc/self/fd")) if isOpen(fd)]
-            os.write(child_end, " ".join(map(str, left)).encode())
+            still = [fd for fd in map(int, os.listdir("/proc/self/fd")) if isOpen(fd)]
+            os.write(child_end, " ".join(map(str, still)).encode())
         finally:
             os._exit(0)
     try:

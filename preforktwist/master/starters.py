@@ -6,7 +6,7 @@ never asks again.
   - L{FreshInterpreterStarter}: C{python -m preforktwist.worker.main
     CONFIG-JSON}, a child of the master (about 0.3 s of CPU each).
   - L{ForkServerStarter}: a fork of the template process
-    (L{preforktwist.worker.forkserver}, about a millisecond each), with the
+    (L{preforktwist.worker.forkserver}, about 15 ms of CPU each), with the
     fork server's whole life: its start, its renewal on reload, its restart
     after a death, and fresh interpreters whenever it cannot serve.
 """

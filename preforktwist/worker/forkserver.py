@@ -3,10 +3,12 @@ The fork server, C{python -m preforktwist.worker.forkserver}: a template process
 that has already imported Twisted and preforktwist, and forks ready workers
 on the master's request.
 
-A fresh interpreter that imports Twisted costs about 0.3 s of CPU; forking
-this template costs about a millisecond.  That is what makes recycling
-workers every hundred connections affordable at thousands of connections
-a second.
+A fresh interpreter that imports Twisted costs about 0.3 s of CPU; a
+worker forked from this template costs about 15 ms in all processes until
+it accepts (the fork itself about 1 ms here, the child's start and the
+copy-on-write faults it takes most of the rest; C{bench/forkfloor.py}
+measures the floor).  That is what makes recycling workers every few
+hundred connections affordable at thousands of connections a second.
 
 The template is spawned by the master with the listening sockets from fd 4
 on and a control socket on fd 3.  It runs no reactor and creates no
