@@ -452,40 +452,6 @@ def machineBusy() -> int:
     return sum(fields) - fields[3] - fields[4]  # minus idle and iowait
 
 
-def wakeupRoundTrip(count: int = 1000) -> float:
-    """
-    Microseconds per round trip of one byte between this process and a
-    forked child over two pipes: what waking another process costs on the
-    machine right now.  Every multi-process server pays it per connection
-    (wrk wakes a worker, the worker wakes wrk) and one process pays it
-    less, so when the host is busy the pre-forks' ratios fall although
-    "other load" (CPU used inside this machine) stays low: the figure
-    shows such a run for what it is.
-    """
-    toChild, fromParent = os.pipe()
-    toParent, fromChild = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(fromParent)
-            os.close(toParent)
-            while os.read(toChild, 1):
-                os.write(fromChild, b"x")
-        finally:
-            os._exit(0)
-    os.close(toChild)
-    os.close(fromChild)
-    start = time.perf_counter()
-    for _ in range(count):
-        os.write(fromParent, b"x")
-        os.read(toParent, 1)
-    elapsed = time.perf_counter() - start
-    os.close(fromParent)
-    os.waitpid(pid, 0)
-    os.close(toParent)
-    return elapsed / count * 1e6
-
-
 def childrenCPU() -> float:
     """
     CPU seconds of this harness's reaped children: wrk, around a run.
@@ -850,7 +816,6 @@ def measure(
     try:
         waitReady(server, proc, port, log)
         time.sleep(0.3)
-        result["wakeup_us"] = wakeupRoundTrip()
         before = cpuTicks(proc.pid)
         busyBefore, clientBefore, t0 = machineBusy(), childrenCPU(), time.monotonic()
         command = wrkCommand(port, mode, duration)
@@ -2057,18 +2022,6 @@ def report(
                 if statistics.median(other) > 0.5
                 else "A quiet machine: the ratios can be trusted within their spread."
             )
-        )
-    wakeups = [r["wakeup_us"] for r in runs if "wakeup_us" in r]
-    if wakeups:
-        w("")
-        w(
-            "**Wake-ups in this run:** one byte's round trip between two "
-            "processes over pipes, measured before each load (`wakeupRoundTrip`), "
-            f"took a median of {statistics.median(wakeups):.0f} us "
-            f"({min(wakeups):.0f}-{max(wakeups):.0f}). Every multi-process "
-            "server pays such wake-ups per connection and one process fewer, "
-            'so when they are slow (a busy host, which "other load" does not '
-            "see) the pre-forks' ratios against the single process fall."
         )
     w("")
     w("## Targets (issue 12)")
