@@ -26,7 +26,10 @@ import os
 import resource
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# After PYTHONPATH: bench/run.py puts a --snapshot export there, which must
+# be what the template imports; the checkout is only the fallback (and
+# where bench.heavyapp lives).
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 EPOLL_REACTOR = "twisted.internet.epollreactor"
 
