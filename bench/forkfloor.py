@@ -40,6 +40,10 @@ def cpuSeconds(who: int) -> tuple[float, int]:
 
 
 def rssKiB() -> int:
+    """
+    This process's resident size (not C{bench.run.readKiB}: importing the
+    harness here would make the template bigger than the fork server).
+    """
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -53,16 +57,18 @@ def main() -> None:
     parser.add_argument("--preload", action="append", default=[])
     args = parser.parse_args()
 
-    from twisted.python.reflect import namedAny
-
     from preforktwist.worker import forkserver
-    from preforktwist.worker import main as workermain
 
     forkserver._preimport(EPOLL_REACTOR)
     if args.preload:
-        workermain.installReactor(EPOLL_REACTOR)
+        forkserver._preload(EPOLL_REACTOR, args.preload)
+        from twisted.python.reflect import namedAny
+
         for name in args.preload:
+            # _preload reports a name it cannot import and goes on; the
+            # floor of a template without it would be mislabelled.
             namedAny(name)
+    # As the fork server does before it forks.
     gc.collect()
     gc.freeze()
 

@@ -576,7 +576,8 @@ def compileServed() -> None:
         BENCH,
     ]:
         if tree not in COMPILED and os.path.isdir(tree):
-            compileall.compile_dir(tree, quiet=1)
+            # bench/out/ holds raw results and a default-install virtualenv.
+            compileall.compile_dir(tree, quiet=1, rx=re.compile(r"/bench/out/"))
             COMPILED.add(tree)
 
 
@@ -1101,11 +1102,12 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
         before, start = cpuTicks(proc.pid), time.monotonic()
         for _ in range(count):
             # The harness polls lightly (the new part of the log, one /proc
-            # entry): it shares the two cores with the server, and walking
-            # the processes' memory maps would contend with their forks.
-            workers = [
-                pid for pid in accepting.pids.values() if os.path.exists(f"/proc/{pid}")
-            ]
+            # entry while it waits): it shares the two cores with the
+            # server, and walking the processes' memory maps would contend
+            # with their forks.  Only the server's own processes are
+            # candidates: a retired worker's pid may have been reused.
+            mine = {p.pid for p in sessionProcs(proc.pid)}
+            workers = [pid for pid in accepting.pids.values() if pid in mine]
             if not workers:
                 raise RuntimeError("no accepting worker to replace")
             victim = workers[0]
@@ -1145,27 +1147,32 @@ def forkFloor(preload: Sequence[str] = (), count: int = 300) -> dict[str, Any]:
     code and environment.
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*CODE_PATH, ROOT])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     command = [PYTHON, os.path.join(BENCH, "forkfloor.py"), "--count", str(count)]
     for name in preload:
         command += ["--preload", name]
     compileServed()
-    done = subprocess.run(
-        command,
-        cwd=tempfile.gettempdir(),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
     label = "fork server template"
     if preload:
         label += f", --preload {' '.join(preload)}"
     result: dict[str, Any] = {"server": label, "floor": True}
-    if done.returncode != 0:
-        result["failed"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=tempfile.gettempdir(),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError((done.stderr.strip().splitlines() or ["no output"])[-1])
+        result.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        result["failed"] = str(e)
         return result
-    result.update(json.loads(done.stdout))
     result["cpu_ms_each"] = result["parent_ms_each"] + result["child_ms_each"]
     return result
 
@@ -1220,9 +1227,11 @@ def extraReport(
         w("| --- | --- | --- | --- |")
         floors = [r for r in replacements if r.get("floor")]
         for r in replacements:
+            if r.get("floor"):
+                continue
             if "failed" in r:
                 w(f"| {r['server']} | failed: {r['failed'][:80]} | | |")
-            elif not r.get("floor"):
+            else:
                 w(
                     f"| {r['server']} | {r['cpu_ms_each']:.1f} ms "
                     f"(x{r['replacements']}) | {r['wall_ms_median']:.0f} ms | "
@@ -1245,6 +1254,7 @@ def extraReport(
             w("| --- | --- | --- | --- | --- | --- |")
             for r in floors:
                 if "failed" in r:
+                    w(f"| {r['server']} | failed: {r['failed'][:80]} | | | | |")
                     continue
                 w(
                     f"| {r['server']} | {r['cpu_ms_each']:.2f} ms (x{r['forks']}) | "

@@ -5,9 +5,10 @@ on the master's request.
 
 A fresh interpreter that imports Twisted costs about 0.3 s of CPU; a
 worker forked from this template costs about 15 ms in all processes until
-it accepts (the fork itself about 1 ms here, the child's start and the
-copy-on-write faults it takes most of the rest; C{bench/forkfloor.py}
-measures the floor).  That is what makes recycling workers every few
+it accepts: the fork itself about 1 ms here, the new worker's start about
+5 ms (mostly the copy-on-write faults its code takes), the retiring
+worker's end and the master's part the rest (README, "What a replacement
+costs"; C{bench/forkfloor.py} measures the floor).  That is what makes recycling workers every few
 hundred connections affordable at thousands of connections a second.
 
 The template is spawned by the master with the listening sockets from fd 4
@@ -332,17 +333,20 @@ class ForkTemplate:
 
 def _closeAllBut(keep: set[int]) -> None:
     """
-    Close every descriptor not in C{keep}: the gaps between the kept ones
-    with C{os.closerange} (one C{close_range} system call each on Linux),
-    instead of listing C{/proc/self/fd} and closing one at a time in every
-    forked worker.
+    Close every descriptor not in C{keep}, those open being listed.
+
+    Not C{os.closerange} up to the open-file limit: it is one
+    C{close_range} system call on Linux 5.9 and later (0.09 ms less per
+    worker, measured), but where that call is missing or filtered CPython
+    falls back to a C{close()} per number, and the master has raised the
+    limit to the hard one, often a million or more.
     """
-    low = 0
-    for fd in sorted(keep):
-        if fd > low:
-            os.closerange(low, fd)
-        low = max(low, fd + 1)
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+    for fd in _openFDs():
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _openFDs() -> list[int]:
