@@ -8,8 +8,9 @@ worker forked from this template costs about 15 ms in all processes until
 it accepts: the fork itself about 1 ms here, the new worker's start about
 5 ms (mostly the copy-on-write faults its code takes), the retiring
 worker's end and the master's part the rest (README, "What a replacement
-costs"; C{bench/forkfloor.py} measures the floor).  That is what makes recycling workers every few
-hundred connections affordable at thousands of connections a second.
+costs"; C{bench/forkfloor.py} measures the floor).  That is what makes
+recycling workers every few hundred connections affordable at thousands
+of connections a second.
 
 The template is spawned by the master with the listening sockets from fd 4
 on and a control socket on fd 3.  It runs no reactor and creates no
