@@ -581,16 +581,25 @@ def compileServed() -> None:
             COMPILED.add(tree)
 
 
+def servedEnvironment() -> dict[str, str]:
+    """
+    The environment the servers' code runs in: this one, with a
+    C{--snapshot} export and the checkout first on C{PYTHONPATH}.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    return env
+
+
 def startServer(
     server: Server, port: int, tmp: str, log: str
 ) -> subprocess.Popen[bytes]:
     compileServed()
     if server.setup is not None:
         server.setup(port, tmp)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
+    env = servedEnvironment()
     env["PYTHONUNBUFFERED"] = "1"
     env.update(server.env or {})
     with open(log, "wb") as out:
@@ -1103,8 +1112,8 @@ def replacementCost(server: Server, count: int, outdir: str) -> dict[str, Any]:
         for _ in range(count):
             # The harness polls lightly (the new part of the log, one /proc
             # entry while it waits): it shares the two cores with the
-            # server, and walking the processes' memory maps would contend
-            # with their forks.  Only the server's own processes are
+            # server, and walking the processes' memory maps cost about 5%
+            # of the machine's samples in perf.  Only the server's own processes are
             # candidates: a retired worker's pid may have been reused.
             mine = {p.pid for p in sessionProcs(proc.pid)}
             workers = [pid for pid in accepting.pids.values() if pid in mine]
@@ -1146,10 +1155,7 @@ def forkFloor(preload: Sequence[str] = (), count: int = 300) -> dict[str, Any]:
     C{--preload} would, the child exiting at once.  Run with the servers'
     code and environment.
     """
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [*CODE_PATH, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
-    )
+    env = servedEnvironment()
     command = [PYTHON, os.path.join(BENCH, "forkfloor.py"), "--count", str(count)]
     for name in preload:
         command += ["--preload", name]
