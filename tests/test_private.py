@@ -271,3 +271,40 @@ def test_proxyInfoIsTheParsedHeader() -> None:
     )
     peer = wrapper.getPeer()
     assert isinstance(peer, IPv4Address) and peer.host == "203.0.113.7"
+
+
+def test_sendsNowSeesWhatTwistedHasBuffered() -> None:
+    """
+    L{private.sendsNow} reads Twisted's write buffer and write-side state:
+    each thing that makes Twisted hold a write back makes it false.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+
+        def server() -> Any:
+            sock = ours.dup()
+            sock.setblocking(False)
+            port = tcp.Port(0, Factory(), reactor=MemoryReactor())
+            port._realPortNumber = 1
+            return tcp.Server(
+                sock, Protocol(), ("127.0.0.1", 1), port, 1, MemoryReactor()
+            )
+
+        transport = server()
+        assert private.sendsNow(transport)
+        tcp.Server.write(transport, b"held")
+        assert not private.sendsNow(transport), changed("FileDescriptor._tempDataLen")
+        transport = server()
+        transport.loseWriteConnection()
+        assert not private.sendsNow(transport), changed(
+            "FileDescriptor._writeDisconnecting"
+        )
+        transport = server()
+        transport.registerProducer(Protocol(), True)
+        assert not private.sendsNow(transport)
+        transport = server()
+        transport.TLS = True
+        assert not private.sendsNow(transport)
+    finally:
+        ours.close()
+        theirs.close()
