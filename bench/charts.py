@@ -21,10 +21,11 @@ COLOURS = {
     "nginx": "black",
 }
 
-#: The bar charts' panels: (workloads, mode), top to bottom.
+#: The bar charts' panels: (workloads, mode), top to bottom.  The hello
+#: panels show the hello protocol and twisted.web's Site serving it.
 PANELS = [
-    (("hello",), "close"),
-    (("hello",), "keepalive"),
+    (("hello", "site"), "close"),
+    (("hello", "site"), "keepalive"),
     (("burn",), "close"),
     (("burn",), "keepalive"),
 ]

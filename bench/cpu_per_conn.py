@@ -14,6 +14,10 @@ connection-rate load (C{Connection: close}: one request per connection),
 the servers run one after the other in rounds whose order alternates, and
 every figure is the median over the rounds.
 
+C{--servers} takes the keys of C{bench/run.py}'s servers: C{single-site}
+and C{pt-w2-m0-site} are one plain process and preforktwist -w 2 serving
+the same hello from twisted.web's C{Site} (C{bench/webhello.py}).
+
 C{--perf} also counts, with C{perf stat} on the workers during the load,
 system calls, C{epoll_wait} and C{epoll_ctl} calls and context switches
 per connection (Debian's C{linux-perf}; the kernel's tracepoints must be

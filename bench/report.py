@@ -22,7 +22,7 @@ from bench.formats import fmt, fmtRatio, fmtShare, fmtSpread, shortPaths
 from bench.load import wrkCommand
 from bench.results import Records, Results
 from bench.servers import Server, allServers
-from bench.summary import summarize
+from bench.summary import ratios, summarize
 from bench.targets import cpuCeiling, targets
 
 MACHINE_KEYS = (
@@ -44,6 +44,11 @@ MACHINE_KEYS = (
 #: when it is not one process serving the same protocol).
 WORKLOADS = (
     ("hello", "HTTP hello", None),
+    (
+        "site",
+        "twisted.web: a Resource answering hello in a Site",
+        'Here "vs single" is against one plain Twisted process serving the same Site.',
+    ),
     ("burn", "CPU-bound: BurnHTTP, about 1 ms of CPU per request", None),
     (
         "heavy",
@@ -150,6 +155,39 @@ def targetsSection(results: Results, summary: dict[str, Any]) -> list[str]:
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
     ]
+
+
+def preforkedOverSingle(runs: Records, summary: dict[str, Any]) -> list[str]:
+    """
+    preforktwist -w 2 against one process, for the hello protocol and for
+    twisted.web's Site side by side; only in a run that served the Site.
+    """
+    if not any(key.startswith("pt-w2-m0-site/") for key in summary):
+        return []
+    lines = [
+        "## Pre-forked / single: the hello protocol and twisted.web's Site",
+        "",
+        "preforktwist -w 2 -m 0 against one plain Twisted process serving "
+        "the same, within each round: the hello protocol "
+        "(`preforktwist.examples.HelloHTTP`) and the same `hello` from a "
+        "twisted.web `Resource` in a `Site` (`bench.webhello.site`).",
+        "",
+        "| served | load | req/s, pre-forked / single "
+        "| CPU per 1,000 requests, pre-forked / single |",
+        "| --- | --- | --- | --- |",
+    ]
+    for served, key, base in (
+        ("hello protocol", "pt-w2-m0", "single"),
+        ("twisted.web Site", "pt-w2-m0-site", "single-site"),
+    ):
+        for mode in MODES:
+            rate = ratios(runs, key, base, mode)
+            cpu = ratios(runs, key, base, mode, "cpu_per_1000")
+            lines.append(
+                f"| {served} | {MODE_TITLES[mode]} | {fmtRatio(rate)} "
+                f"| {fmtRatio(cpu)} |"
+            )
+    return [*lines, ""]
 
 
 def shareCell(e: dict[str, Any]) -> str:
@@ -348,6 +386,7 @@ def report(
         *header(results),
         *machineSection(results),
         *targetsSection(results, summary),
+        *preforkedOverSingle(results.runs, summary),
     ]
     for workload in WORKLOADS:
         for mode in MODES:

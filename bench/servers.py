@@ -24,7 +24,7 @@ class Server:
     key: str
     label: str
     kind: str  # preforktwist, single, naive, forking, perl, gunicorn, nginx
-    workload: str  # "hello", "burn" or "heavy"
+    workload: str  # "hello", "site", "burn" or "heavy"
     argv: Callable[[int, str], list[str]]
     readyPattern: str | None = None  # regex in the server's output
     readyCount: int = 1  # matches (or the number in group 1) needed
@@ -56,10 +56,11 @@ ACCEPT_VARIANTS: dict[str, tuple[str, list[str]]] = {
 #: 1 is how many are.
 PT_READY = r"\((?:[^()]*, )?(\d+) accepting\)"
 
-#: What preforktwist's workers serve: a protocol (-p) or, for the Django
-#: app, the twisted.web Site its module builds (-f).
+#: What preforktwist's workers serve: a protocol (-p) or a factory (-f),
+#: the twisted.web Site of the hello resource or of the Django app.
 PT_SERVED = {
     "hello": ["-p", "preforktwist.examples.HelloHTTP"],
+    "site": ["-f", "bench.webhello.site"],
     "burn": ["-p", "bench.protocols.BurnHTTP"],
     "heavy": ["-f", "bench.heavyapp.site.site"],
 }
@@ -67,11 +68,19 @@ PT_SERVED = {
 #: What bench/single.py and bench/naive_prefork.py serve, per workload.
 SERVED = {
     "hello": ["--protocol", "preforktwist.examples.HelloHTTP"],
+    "site": ["--factory", "bench.webhello.site"],
     "burn": ["--protocol", "bench.protocols.BurnHTTP"],
 }
 
 #: The single processes every ratio is taken against: C{--only} keeps them.
-BASELINES = ("single", "single-burn")
+BASELINES = ("single", "single-burn", "single-site")
+
+
+def labelSuffix(workload: str) -> str:
+    """
+    What a server's label adds for its workload: nothing for the hello.
+    """
+    return {"hello": "", "site": " Site"}.get(workload, f" {workload}")
 
 
 def preforkedCommand(
@@ -99,7 +108,7 @@ def preforktwist(
 ) -> Server:
     acceptLabel, acceptFlags = ACCEPT_VARIANTS[accept]
     served = PT_SERVED[workload]
-    suffix = "" if workload == "hello" else f" {workload}"
+    suffix = labelSuffix(workload)
 
     def argv(port: int, tmp: str) -> list[str]:
         command = preforkedCommand(tool("twistd"), port, served, workers)
@@ -132,8 +141,7 @@ def single(workload: str = "hello") -> Server:
     served = SERVED[workload]
     return Server(
         key="single" if workload == "hello" else f"single-{workload}",
-        label="single Twisted process"
-        + ("" if workload == "hello" else f" {workload}"),
+        label=f"single Twisted process{labelSuffix(workload)}",
         kind="single",
         workload=workload,
         argv=lambda port, tmp: [
@@ -327,6 +335,8 @@ def allServers(acceptVariants: bool = False) -> list[Server]:
         perl(),
         gunicorn(2),
         nginx(2),
+        single("site"),
+        preforktwist(2, 0, "site"),
         single("burn"),
         preforktwist(2, 0, "burn"),
         preforktwist(4, 0, "burn"),
@@ -345,6 +355,6 @@ def baselineKey(server: Server) -> str:
     process serving the same workload; for the Django app, preforktwist
     -w 2 -m 0 serving it (its cases are about what recycling costs).
     """
-    return {"hello": "single", "burn": "single-burn"}.get(
+    return {"hello": "single", "burn": "single-burn", "site": "single-site"}.get(
         server.workload, "pt-w2-m0-heavy"
     )
