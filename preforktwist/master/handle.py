@@ -257,7 +257,6 @@ class WorkerProcess(ProcessProtocol):
         self._exitReason: Failure | None = None
         self._controlLostWhy = ""
         self._exitReport: Any = None
-        self._pendingSignal: int | None = None
 
     def describe(self) -> str:
         """
@@ -271,16 +270,6 @@ class WorkerProcess(ProcessProtocol):
     # How the process came to be is its starter's business
     # (L{preforktwist.master.starters}); a spawned worker is connected as
     # Twisted's child, a forked one by these.
-
-    def born(self, pid: int) -> None:
-        """
-        The fork server made this worker: it is C{pid}, and gets any signal
-        it was sent before.
-        """
-        self.pid = pid
-        pending, self._pendingSignal = self._pendingSignal, None
-        if pending is not None:
-            self._signal(pending)
 
     def adoptControl(self, fd: int) -> None:
         """
@@ -399,15 +388,9 @@ class WorkerProcess(ProcessProtocol):
         L{processExited}, the pid is still the worker's: Twisted reaps its
         children and reports their exit in the same call.
         """
-        if self.exited:
+        if self.exited or self.pid is None:
             return
         signum = name if isinstance(name, int) else getattr(signal, "SIG" + name)
-        if self.pid is None:
-            # Asked for, not forked yet (a boot timeout can come first on a
-            # busy machine): sent once it is, SIGKILL over anything else.
-            if self._pendingSignal != signal.SIGKILL:
-                self._pendingSignal = signum
-            return
         try:
             os.kill(self.pid, signum)
         except OSError:
