@@ -31,7 +31,7 @@ from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.listeners import ListeningSockets
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
 from preforktwist.master.policy.limits import WorkerLimits
-from preforktwist.master.pool import Pool
+from preforktwist.master.pool import Pool, PoolConfig
 from preforktwist.master.reaper import OrphanReaper, runningAsInit
 from preforktwist.master.signals import signalsFor
 from preforktwist.master.starters import (
@@ -112,22 +112,13 @@ class PreforkService(MultiService):
         self.listeners = ListeningSockets(
             [parseListen(d, settings.backlog) for d in settings.listen]
         )
-        assert settings.workers is not None and settings.standby is not None
+        # The starter is made next; a reload renews it first.
         self.pool = Pool(
             self._spawnWorker,
-            settings.workers,
+            poolConfig(settings),
             reactor,
-            grace=settings.grace + 1.0,  # the worker's own deadline comes first
-            bootTimeout=settings.bootTimeout,
             giveUp=self._giveUp,
-            reloadBatch=settings.reloadBatch,
-            standby=settings.standby,
-            heartbeatTimeout=settings.heartbeatTimeout,
-            # The starter is made next; a reload renews it first.
             renew=lambda: self.starter.renew(),
-            # A fork server per reload at most every so often; fresh
-            # interpreters read everything anew each time anyway.
-            renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
         )
         #: Where the workers publish their open connections, to balance
         #: them (made as the service starts; see L{loadboard}).
@@ -337,7 +328,7 @@ class PreforkService(MultiService):
             standby=standby,
             reactor=type(self.reactor).__module__,
             # Four heartbeats per timeout, so one late one is no alarm.
-            countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
+            countsInterval=min(1.0, (self.settings.heartbeatTimeout or 4.0) / 4),
             loadSlot=self._allotLoadSlot(number),
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
@@ -387,6 +378,24 @@ class PreforkService(MultiService):
 
     def stopNow(self) -> None:
         self.pool.stopNow()
+
+
+def poolConfig(settings: Settings) -> PoolConfig:
+    """
+    The pool's configuration from the server's settings.
+    """
+    assert settings.workers is not None and settings.standby is not None
+    return PoolConfig(
+        size=settings.workers,
+        grace=settings.grace + 1.0,  # the worker's own deadline comes first
+        bootTimeout=settings.bootTimeout,
+        surplus=settings.reloadBatch,
+        standby=settings.standby,
+        heartbeatTimeout=settings.heartbeatTimeout,
+        # A fork server per reload at most every so often; fresh
+        # interpreters read everything anew each time anyway.
+        renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
+    )
 
 
 def _adopt(parent: MultiService, child: IService) -> None:
