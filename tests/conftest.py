@@ -1,10 +1,12 @@
 """
 Fixtures: every master a test starts is reaped with all its workers, and a
-test that leaves any process alive fails.
+test that leaves any process alive fails; every pool a test drives in
+process keeps its invariants.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,3 +39,20 @@ def serve(tmp_path: Path) -> Iterator[StartMaster]:
     for master in started:
         leaked += master.reap()
     assert not leaked, f"processes left running: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def poolInvariants() -> Iterator[None]:
+    """
+    Every pool a test drives through C{tests.test_pool.Harness} finds none
+    of its invariants broken after any of its steps (it checks them after
+    each, and keeps what it found broken in C{broken}).
+    """
+    yield
+    module = sys.modules.get("tests.test_pool")
+    if module is None:
+        return
+    made = module.Harness.made[:]
+    del module.Harness.made[:]
+    broken = [what for h in made for what in h.pool.broken]
+    assert not broken, f"pool invariants broken: {broken}"

@@ -22,7 +22,7 @@ from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.streams import Spare
 from preforktwist.master.events import RestartCause
 from preforktwist.master.handle import WorkerProcess, _MasterControl
-from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.master.pool import Pool, PoolConfig, WorkerState
 from preforktwist.protocol.control import ControlChannel, ReplaceCause, ReplaceMe
 from preforktwist.worker import serving
 from preforktwist.worker.serving import Worker, _WorkerControl
@@ -69,7 +69,7 @@ def harness() -> tuple[Pool, WorkerProcess, Channel, MemoryReactorClock]:
         made.append(worker)
         return worker
 
-    pool = Pool(spawn, 1, reactor, minUptime=1.0)
+    pool = Pool(spawn, PoolConfig(1, minUptime=1.0), reactor)
     pool.start()
     (worker,) = made
     channel = Channel(worker)

@@ -4,11 +4,13 @@ The pool's rules, with a fake clock and fake workers: no processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from preforktwist.master.events import RestartCause
-from preforktwist.master.pool import Pool, WorkerState
+from preforktwist.master.pool import Pool, PoolConfig, WorkerState
 from preforktwist.protocol.control import ReplaceCause
 
 
@@ -45,17 +47,33 @@ class FakeWorker:
 
 
 class Harness:
-    def __init__(self, size: int = 3, **kwargs: float) -> None:
-        self.clock = Clock()
+    """
+    A pool on a fake clock, whose workers are L{FakeWorker}s.  Every
+    harness made is checked, once its test is over, for a broken invariant
+    after any of the pool's steps (see C{tests/conftest.py}).
+    """
+
+    made: list[Harness] = []
+
+    def __init__(
+        self,
+        size: int = 3,
+        spawn: Callable[[int, bool], FakeWorker] | None = None,
+        renew: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
+        **settings: float,
+    ) -> None:
+        self.clock = clock or Clock()
         self.spawned: list[FakeWorker] = []
         self.gaveUp: list[str] = []
         self.pool = Pool(
-            self.spawn,
-            size,
+            spawn or self.spawn,
+            PoolConfig(size, **settings),  # type: ignore[arg-type]
             self.clock,
             giveUp=self.gaveUp.append,
-            **kwargs,  # type: ignore[arg-type]
+            renew=renew,
         )
+        Harness.made.append(self)
 
     def spawn(self, number: int, standby: bool = False) -> FakeWorker:
         worker = FakeWorker(number)
@@ -239,7 +257,7 @@ def test_surplus_bounds_early_replacements() -> None:
     Every worker near its allowance at once: only `reloadBatch`
     replacements boot ahead of time.
     """
-    h = Harness(3, reloadBatch=1)
+    h = Harness(3, surplus=1)
     h.pool.start()
     h.readyAll()
     for worker in list(h.spawned):
@@ -370,14 +388,13 @@ def test_stop_while_booting_drains_when_ready() -> None:
 
 
 def test_spawn_failure_backs_off() -> None:
-    h = Harness(2)
     attempts: list[int] = []
 
     def failing(number: int, standby: bool = False) -> FakeWorker:
         attempts.append(number)
         raise OSError(24, "Too many open files")
 
-    h.pool._spawn = failing
+    h = Harness(2, spawn=failing)
     h.pool.start()
     assert attempts == [1]
     h.clock.advance(0.5)
@@ -459,8 +476,10 @@ def test_reloads_during_a_reload_coalesce() -> None:
     surplus busy.
     """
     renewals: list[float] = []
-    h = Harness(3, renewInterval=10.0)
-    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    clock = Clock()
+    h = Harness(
+        3, clock=clock, renew=lambda: renewals.append(clock.seconds()), renewInterval=10
+    )
     h.pool.start()
     h.readyAll()
 
@@ -498,8 +517,10 @@ def test_reloads_during_a_reload_coalesce() -> None:
 
 def test_reload_after_the_interval_renews_at_once() -> None:
     renewals: list[float] = []
-    h = Harness(2, renewInterval=10.0)
-    h.pool._renew = lambda: renewals.append(h.clock.seconds())
+    clock = Clock()
+    h = Harness(
+        2, clock=clock, renew=lambda: renewals.append(clock.seconds()), renewInterval=10
+    )
     h.pool.start()
     h.readyAll()
     h.pool.reload()

@@ -12,16 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from twisted.application.service import IService
 from twisted.internet.error import ProcessDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from preforktwist.common.endpoints import ListenError
-from preforktwist.master import service as servicemodule
 from preforktwist.master.handle import WorkerProcess
-from preforktwist.master.listeners import ListeningSockets
 from preforktwist.master.pool import WorkerState
 from preforktwist.master.service import PreforkService
 from preforktwist.master.starters import IWorkerStarter
@@ -70,12 +67,14 @@ class Served:
         self.events: list[str] = []
         keywords.setdefault("workers", 2)
         keywords.setdefault("listen", LISTEN)
-        self.service = PreforkService(reactor=self.reactor, **keywords)
         self.starter = RecordingStarter(self.events)
-        self.service.starter = self.starter
-        for child in _walk(self.service):
-            if isinstance(child, WorkersService):
-                child.starter = self.starter
+        self.statuses: list[int] = []
+        self.service = PreforkService(
+            reactor=self.reactor,
+            starter=self.starter,
+            setExitStatus=self.statuses.append,
+            **keywords,
+        )
 
     def readyAll(self) -> None:
         for worker in list(self.service.pool.workers.values()):
@@ -87,13 +86,6 @@ class Served:
             assert isinstance(worker, WorkerProcess)
             if not worker.exited:
                 worker.processExited(Failure(ProcessDone(0)))
-
-
-def _walk(parent: Any) -> Iterator[IService]:
-    for child in parent:
-        yield child
-        if hasattr(child, "__iter__") and not isinstance(child, ListeningSockets):
-            yield from _walk(child)
 
 
 MakeServed = Callable[..., Served]
@@ -143,6 +135,18 @@ def test_policies_only_when_asked_for(served: MakeServed) -> None:
         "WorkersService",
         "Autoscaler",
     ]
+
+
+def test_collaborators_are_passed_in(served: MakeServed) -> None:
+    """
+    The reactor and the starter given are those the service and its
+    children use: none is made behind the caller's back.
+    """
+    s = served()
+    (workers,) = s.service.serving
+    assert isinstance(workers, WorkersService)
+    assert s.service.starter is workers.starter is s.starter
+    assert {id(s.service.reactor), id(s.service.pool.clock)} == {id(s.reactor)}
 
 
 def test_start_binds_then_starts_the_starter_then_the_pool(served: MakeServed) -> None:
@@ -210,15 +214,9 @@ def test_reload_renews_the_starter_before_the_pool_replaces_workers(
     s.exitAll()
 
 
-def test_giving_up_stops_the_reactor_with_exit_status_1(
-    served: MakeServed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    statuses: list[int] = []
-    monkeypatch.setattr(
-        servicemodule, "exitWithStatusAtInterpreterExit", statuses.append
-    )
+def test_giving_up_stops_the_reactor_with_exit_status_1(served: MakeServed) -> None:
     s = served()
     s.reactor.running = True
     s.service._giveUp("no worker can boot")
-    assert statuses == [1]
+    assert s.statuses == [1]
     assert s.reactor.hasStopped

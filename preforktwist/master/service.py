@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -31,7 +31,7 @@ from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.listeners import ListeningSockets
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
 from preforktwist.master.policy.limits import WorkerLimits
-from preforktwist.master.pool import Pool
+from preforktwist.master.pool import Pool, PoolConfig
 from preforktwist.master.reaper import OrphanReaper, runningAsInit
 from preforktwist.master.signals import signalsFor
 from preforktwist.master.starters import (
@@ -83,6 +83,8 @@ class PreforkService(MultiService):
         *,
         settings: Settings | None = None,
         reactor: object | None = None,
+        starter: IWorkerStarter | None = None,
+        setExitStatus: Callable[[int], None] = exitWithStatusAtInterpreterExit,
         **keywords: Any,
     ) -> None:
         """
@@ -95,86 +97,100 @@ class PreforkService(MultiService):
             C{protocol}, C{factory}, C{workers},
             C{maxConnectionsPerWorker}, ...).
         @param reactor: the reactor; default the global one.
+        @param starter: how workers are started; default a fork server, or
+            fresh interpreters with C{forkServer=False}.
+        @param setExitStatus: called with the process's exit status when the
+            server gives up; default at the interpreter's exit.
         @raise ValueError: for a value that cannot work, with the message
             C{--option: reason}, as on the command line.
         """
-        if listen is not None:
-            keywords["listen"] = listen
-        if settings is None:
-            settings = Settings(**keywords)
-        elif keywords:
-            raise TypeError("give settings= or keywords, not both")
         MultiService.__init__(self)
-        self.settings = settings
+        self.settings = settings = _settings(listen, settings, keywords)
         self.reactor = reactor = preforkReactor(reactor)
-        # The children, in the order they start (see L{stopService} for how
-        # they stop).
+        self._setExitStatus = setExitStatus
         self.listeners = ListeningSockets(
             [parseListen(d, settings.backlog) for d in settings.listen]
-        )
-        assert settings.workers is not None and settings.standby is not None
-        self.pool = Pool(
-            self._spawnWorker,
-            settings.workers,
-            reactor,
-            grace=settings.grace + 1.0,  # the worker's own deadline comes first
-            bootTimeout=settings.bootTimeout,
-            giveUp=self._giveUp,
-            reloadBatch=settings.reloadBatch,
-            standby=settings.standby,
-            heartbeatTimeout=settings.heartbeatTimeout,
-            # The starter is made next; a reload renews it first.
-            renew=lambda: self.starter.renew(),
-            # A fork server per reload at most every so often; fresh
-            # interpreters read everything anew each time anyway.
-            renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
         )
         #: Where the workers publish their open connections, to balance
         #: them (made as the service starts; see L{loadboard}).
         self.loadBoard: LoadBoard | None = None
         #: Each live worker's slot on it, by worker number.
         self._loadSlots: dict[int, int] = {}
-        self.pool.observers.append(self._sweepLoadBoard)
-        self.starter: IWorkerStarter = (
-            ForkServerStarter(
-                reactor,
-                self._inheritedFDs,
-                descriptions=self.descriptions,
-                preload=preloadNames(settings) if settings.preload else (),
-            )
-            if settings.forkServer
-            else FreshInterpreterStarter(reactor, self._inheritedFDs)
-        )
-        self.scoreboard = Scoreboard(self.pool, self.listeners.listeners, reactor)
-        assert settings.maxWorkerAgeJitter is not None
-        self.limits = WorkerLimits(
-            self.pool,
+        self.starter = starter if starter is not None else self._defaultStarter()
+        self.pool = Pool(
+            self._spawnWorker,
+            poolConfig(settings),
             reactor,
+            giveUp=self._giveUp,
+            renew=self.starter.renew,
+        )
+        self.pool.observers.append(self._sweepLoadBoard)
+        self.scoreboard = Scoreboard(self.pool, self.listeners.listeners, reactor)
+        self.limits = self._limits()
+        self.autoscaler = self._autoscaler()
+        self.scoreboard.autoscaler = self.autoscaler
+        self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
+        self.statusListener = self._statusListener()
+        self._signals = signalsFor(reactor)
+        self.serving = MultiService()
+        self._adoptChildren()
+
+    def _defaultStarter(self) -> IWorkerStarter:
+        settings = self.settings
+        if not settings.forkServer:
+            return FreshInterpreterStarter(self.reactor, self._inheritedFDs)
+        return ForkServerStarter(
+            self.reactor,
+            self._inheritedFDs,
+            descriptions=self.descriptions,
+            preload=preloadNames(settings) if settings.preload else (),
+        )
+
+    def _limits(self) -> WorkerLimits:
+        settings = self.settings
+        assert settings.maxWorkerAgeJitter is not None
+        return WorkerLimits(
+            self.pool,
+            self.reactor,
             maxMemory=settings.maxWorkerMemory,
             maxAge=settings.maxWorkerAge,
             ageJitter=settings.maxWorkerAgeJitter,
             minLifetime=settings.minWorkerLifetime,
         )
-        self.autoscaler: Autoscaler | None = None
-        if settings.minWorkers is not None and settings.maxWorkers is not None:
-            self.autoscaler = Autoscaler(
-                self.pool,
-                reactor,
-                PoolSampler(self.pool, self.listeners.listeners, reactor),
-                settings.minWorkers,
-                settings.maxWorkers,
-                upAfter=settings.scaleUpAfter,
-                downAfter=settings.scaleDownAfter,
-                cooldown=settings.scaleCooldown,
-            )
-        self.scoreboard.autoscaler = self.autoscaler
-        self._signals = signalsFor(reactor)
 
+    def _autoscaler(self) -> Autoscaler | None:
+        settings = self.settings
+        if settings.minWorkers is None or settings.maxWorkers is None:
+            return None
+        return Autoscaler(
+            self.pool,
+            self.reactor,
+            PoolSampler(self.pool, self.listeners.listeners, self.reactor),
+            settings.minWorkers,
+            settings.maxWorkers,
+            upAfter=settings.scaleUpAfter,
+            downAfter=settings.scaleDownAfter,
+            cooldown=settings.scaleCooldown,
+        )
+
+    def _statusListener(self) -> StatusListener | None:
+        if self.settings.status is None:
+            return None
+        from preforktwist.master.status.web import StatusListener, statusSite
+
+        return StatusListener(
+            self.reactor, self.settings.status, statusSite(self.scoreboard)
+        )
+
+    def _adoptChildren(self) -> None:
+        """
+        The children, in the order they start (see L{stopService} for how
+        they stop).
+        """
         _adopt(self, self.listeners)
         _adopt(self, SystemdService(self.pool))
         # What serves, and the policies that act on it: stopped first, while
         # everything that watches the pool still runs.
-        self.serving = MultiService()
         _adopt(self.serving, WorkersService(self.pool, self.starter))
         if self.limits.active:
             _adopt(self.serving, self.limits)
@@ -182,18 +198,11 @@ class PreforkService(MultiService):
             _adopt(self.serving, self.autoscaler)
         _adopt(self, self.serving)
         _adopt(self, self.scoreboard)
-        self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
         _adopt(self, self.saturation)
         if runningAsInit():
             # In a container: every orphan is ours to reap.
             _adopt(self, OrphanReaper())
-        self.statusListener: StatusListener | None = None
-        if settings.status is not None:
-            from preforktwist.master.status.web import StatusListener, statusSite
-
-            self.statusListener = StatusListener(
-                reactor, settings.status, statusSite(self.scoreboard)
-            )
+        if self.statusListener is not None:
             _adopt(self, self.statusListener)
 
     @property
@@ -337,7 +346,7 @@ class PreforkService(MultiService):
             standby=standby,
             reactor=type(self.reactor).__module__,
             # Four heartbeats per timeout, so one late one is no alarm.
-            countsInterval=min(1.0, (self.pool.heartbeatTimeout or 4.0) / 4),
+            countsInterval=min(1.0, (self.settings.heartbeatTimeout or 4.0) / 4),
             loadSlot=self._allotLoadSlot(number),
         )
         worker = WorkerProcess(number, self.pool, self.reactor)
@@ -366,7 +375,7 @@ class PreforkService(MultiService):
         exit non-zero once the reactor has stopped and twistd has cleaned
         up after itself.
         """
-        exitWithStatusAtInterpreterExit(1)
+        self._setExitStatus(1)
         if self.reactor.running:
             self.reactor.stop()
         else:
@@ -387,6 +396,41 @@ class PreforkService(MultiService):
 
     def stopNow(self) -> None:
         self.pool.stopNow()
+
+
+def _settings(
+    listen: str | Sequence[str] | None,
+    settings: Settings | None,
+    keywords: dict[str, Any],
+) -> Settings:
+    """
+    The settings given whole, or one by one (C{listen} possibly first).
+    """
+    if listen is not None:
+        keywords["listen"] = listen
+    if settings is None:
+        return Settings(**keywords)
+    if keywords:
+        raise TypeError("give settings= or keywords, not both")
+    return settings
+
+
+def poolConfig(settings: Settings) -> PoolConfig:
+    """
+    The pool's configuration from the server's settings.
+    """
+    assert settings.workers is not None and settings.standby is not None
+    return PoolConfig(
+        size=settings.workers,
+        grace=settings.grace + 1.0,  # the worker's own deadline comes first
+        bootTimeout=settings.bootTimeout,
+        surplus=settings.reloadBatch,
+        standby=settings.standby,
+        heartbeatTimeout=settings.heartbeatTimeout,
+        # A fork server per reload at most every so often; fresh
+        # interpreters read everything anew each time anyway.
+        renewInterval=FORK_SERVER_RESTART_INTERVAL if settings.forkServer else 0.0,
+    )
 
 
 def _adopt(parent: MultiService, child: IService) -> None:
