@@ -164,14 +164,16 @@ def _epollReactor() -> Any:
 
 
 def _closeReactor(reactor: Any) -> None:
-    fd = private.pollerDescriptor(reactor)
-    if fd is not None:
-        os.close(fd)
-    waker = reactor.waker
-    for name in ("i", "o"):
-        end = getattr(waker, name, None)
-        if isinstance(end, int):
-            os.close(end)
+    """
+    Close a reactor's poller and waker through their own objects (closing
+    the descriptors by number would let the objects close them again later,
+    by then another test's sockets).
+    """
+    poller = getattr(reactor, "_poller", None)
+    if hasattr(poller, "close"):
+        poller.close()
+    if reactor.waker is not None:
+        reactor.waker.connectionLost(None)
 
 
 class _Reader:
