@@ -169,7 +169,7 @@ def _closeReactor(reactor: Any) -> None:
     the descriptors by number would let the objects close them again later,
     by then another test's sockets).
     """
-    poller = getattr(reactor, "_poller", None)
+    poller: Any = getattr(reactor, "_poller", None)
     if hasattr(poller, "close"):
         poller.close()
     if reactor.waker is not None:
