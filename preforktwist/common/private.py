@@ -32,11 +32,6 @@ The names, by the job that needs them:
     C{_selectables} (L{forgetRegistrations}, L{forgetWaker}): a reactor
     installed before C{fork()} (C{--preload}) must get an epoll instance
     and a waker of the child's own without touching the parent's.
-  - C{FileDescriptor._tempDataLen}, C{dataBuffer}, C{offset},
-    C{_writeDisconnecting} and C{_writeDisconnected} (L{sendsNow}): a
-    write may go to the socket at once, as Twisted's own buffered write
-    would send it a turn later, only if nothing is waiting to be sent
-    before it and the write side is open.
   - C{twisted.protocols.haproxy._wrapper} and the wrapper's
     C{_proxyInfo} (L{HAProxyWrappingFactory}, L{proxyInfo}): the public
     API is an endpoint wrapper only, and the worker serves adopted
@@ -69,7 +64,6 @@ __all__ = [
     "portFromDescriptor",
     "proxyInfo",
     "reservedDescriptor",
-    "sendsNow",
     "takeAdoptedSocket",
     "usesEpoll",
 ]
@@ -197,21 +191,3 @@ def proxyInfo(wrapper: HAProxyProtocolWrapper) -> object | None:
     the whole header has been read.
     """
     return wrapper._proxyInfo
-
-
-def sendsNow(transport: Any) -> bool:
-    """
-    Whether a write on C{transport} (a C{tcp.Connection}) would be the
-    next bytes out: it is connected, not closing either side, has nothing
-    buffered and no producer, and has not started TLS.
-    """
-    return not (
-        transport.producer is not None
-        or transport.disconnecting
-        or not transport.connected
-        or transport._writeDisconnecting
-        or transport._writeDisconnected
-        or transport._tempDataLen
-        or len(transport.dataBuffer) > transport.offset
-        or transport.TLS
-    )

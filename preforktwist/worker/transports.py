@@ -7,14 +7,6 @@ A protocol sees Twisted's transport and nothing else: the counting happens
 after Twisted's C{connectionLost} has run, and the timeout is kept below
 TLS and the PROXY header, so that the first byte is whatever the client
 sends first (a handshake, a header).
-
-A TCP transport also sends a write at once when it would be the next bytes
-out anyway (L{sendsNow}: nothing buffered, no producer, both sides open,
-no TLS), instead of buffering it and registering for writing to send it on
-the reactor's next turn: the same bytes in the same order, without two
-C{epoll_ctl} calls and a dispatch per response.  Whatever the kernel does
-not take, or everything on an error, is handed to Twisted's own C{write},
-which sends it, or reports the error, as it always would.
 """
 
 from __future__ import annotations
@@ -23,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
 from twisted.python.failure import Failure
-
-from preforktwist.common.private import sendsNow
 
 if TYPE_CHECKING:
     from preforktwist.worker.budget import AcceptBudget
@@ -83,32 +73,7 @@ class _WaitsForFirstByte(_CountsClose):
         super().connectionLost(reason)
 
 
-class _SendsAtOnce:
-    """
-    A TCP transport whose writes leave at once when they are next in line.
-    """
-
-    socket: Any
-
-    def write(self, data: bytes) -> None:
-        if type(data) is bytes and sendsNow(self):
-            try:
-                sent = self.socket.send(data)
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        super().write(data)  # type: ignore[misc]
-
-    def writeSequence(self, iovec: Any) -> None:
-        if sendsNow(self) and all(type(chunk) is bytes for chunk in iovec):
-            self.write(b"".join(iovec))
-            return
-        super().writeSequence(iovec)  # type: ignore[misc]
-
-
-class CountedTCPServer(_CountsClose, _SendsAtOnce, tcp.Server):
+class CountedTCPServer(_CountsClose, tcp.Server):
     pass
 
 
@@ -116,7 +81,7 @@ class CountedUNIXServer(_CountsClose, unix.Server):
     pass
 
 
-class TimedTCPServer(_WaitsForFirstByte, _SendsAtOnce, tcp.Server):
+class TimedTCPServer(_WaitsForFirstByte, tcp.Server):
     pass
 
 
