@@ -23,6 +23,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
+# Importing services registers Twisted's own protocols as cases.
 from tests.conformance import services, shapes
 from tests.conformance.recording import (
     CASES,
@@ -329,7 +330,7 @@ class LargePull(Pull):
     More than the client will read before it resets the connection.
     """
 
-    size = 32 * 1024 * 1024
+    size = 8 * 1024 * 1024
 
 
 # Closing.
@@ -421,7 +422,7 @@ class TransportPause(Case):
     what the client sent meanwhile arrives only after the resume.
     """
 
-    PAUSE = 0.2
+    PAUSE = 0.1
 
     def connectionMade(self) -> None:
         self.transport.pauseProducing()
@@ -512,5 +513,4 @@ class Process(Case):
         self.transport.loseConnection()
 
 
-#: Twisted's own protocols (registered by their module).
 __all__ = ["Dispatcher", "dispatcherFactory", "services"]

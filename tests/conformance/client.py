@@ -31,6 +31,7 @@ STALL = 4.0
 RECORD_TIMEOUT = 10.0
 
 Outcome = dict[str, Any]
+Events = list[list[Any]]
 
 
 @dataclass(frozen=True)
@@ -224,15 +225,10 @@ def compress(events: list[list[Any]]) -> list[Any]:
     return [event if n == 1 else [*event, f"x{n}"] for event, n in out]
 
 
-def withoutProducerCalls(events: list[list[Any]]) -> list[Any]:
-    """
-    The events without pause and resume calls, whose number depends on how
-    far a client read before it went away, and a note of whether there
-    were any.
-    """
-    calls = {"pauseProducing", "resumeProducing"}
-    kept: list[Any] = [e for e in events if e[0] not in calls]
-    return [["producer called", any(e[0] in calls for e in events)], *kept]
+#: A case's client: where to connect, over what, and the hooks to call.
+Run = Callable[[Target, str, Hooks], Outcome]
+#: What any correct outcome shows, on a carrier.
+Check = Callable[[Outcome, str], bool]
 
 
 @dataclass(frozen=True)
@@ -247,8 +243,8 @@ class ClientCase:
 
     name: str
     carriers: tuple[str, ...]
-    run: Callable[[Target, str, Hooks], Outcome]
-    check: Callable[[Outcome, str], bool]
+    run: Run
+    check: Check
     service: bool = False
 
 

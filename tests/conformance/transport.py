@@ -12,18 +12,21 @@ import array
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from tests.conformance import shapes
 from tests.conformance.client import (
+    Check,
     ClientCase,
     Connection,
+    Events,
     Hooks,
     Outcome,
+    Run,
     Target,
     compress,
     timed,
-    withoutProducerCalls,
 )
 
 ALL = ("tcp", "unix", "tls")
@@ -39,35 +42,57 @@ def resetReason(carrier: str) -> list[str]:
     return DONE if carrier == "unix" else LOST
 
 
-def producerCalls(events: list[list[Any]]) -> list[Any]:
+PRODUCER_CALLS = {"pauseProducing", "resumeProducing"}
+
+
+def unregistered(events: Events) -> int:
+    """
+    Where the producer's unregistration is in C{events} (0 if nowhere).
+    """
+    return next((i for i, e in enumerate(events) if e[0] == "unregisterProducer"), 0)
+
+
+def producerCalls(events: Events) -> Events:
     """
     The events with the pause and resume calls before the producer
     unregisters written as one: whether they alternate, starting with a
-    pause and ending with a resume (how many there are depends on how
-    fast the client reads, and on how much of each write the kernel
-    takes at once).  Anything after the unregistration is kept as it is.
+    pause (how many there are depends on how fast the client reads, and
+    on how much of each write the kernel takes at once).  Anything after
+    the unregistration is kept as it is.
     """
-    calls = {"pauseProducing", "resumeProducing"}
-    end = next((i for i, e in enumerate(events) if e[0] == "unregisterProducer"), 0)
-    names = [e[0] for e in events[:end] if e[0] in calls]
-    alternate = names[0::2] == ["pauseProducing"] * len(names[0::2]) and names[
-        1::2
-    ] == ["resumeProducing"] * len(names[1::2])
-    kept = [e for e in events[:end] if e[0] not in calls] + events[end:]
-    summary = "none" if not names else "alternating" if alternate else names
+    end = unregistered(events)
+    names = [e[0] for e in events[:end] if e[0] in PRODUCER_CALLS]
+    alternating = ["pauseProducing", "resumeProducing"] * len(names)
+    summary: Any = names
+    if not names:
+        summary = "none"
+    elif names == alternating[: len(names)]:
+        summary = "alternating"
+    kept = [e for e in events[:end] if e[0] not in PRODUCER_CALLS] + events[end:]
     return [["pause and resume before unregistering", summary], *kept]
 
 
-def afterUnregistering(events: list[list[Any]]) -> list[Any]:
+def withoutProducerCalls(events: Events) -> Events:
+    """
+    The events without pause and resume calls, whose number depends on how
+    far a client read before it went away, and a note of whether there
+    were any.
+    """
+    kept = [e for e in events if e[0] not in PRODUCER_CALLS]
+    return [["producer called", any(e[0] in PRODUCER_CALLS for e in events)], *kept]
+
+
+def afterUnregistering(events: Events) -> Events:
     """
     The events from the producer's unregistration on: whether it was
     paused before depends on how much the kernel took at once.
     """
-    end = next((i for i, e in enumerate(events) if e[0] == "unregisterProducer"), 0)
-    return events[end:]
+    return events[unregistered(events) :]
 
 
-def readToEnd(name: str, slow: bool = False, normalise: Any = compress) -> Any:
+def readToEnd(
+    name: str, slow: bool = False, normalise: Callable[[Events], Any] = compress
+) -> Run:
     """
     A client that reads what the case sends until the server closes: a
     slow reader (a small receive buffer) when C{slow}.
@@ -91,7 +116,7 @@ def readToEnd(name: str, slow: bool = False, normalise: Any = compress) -> Any:
     return run
 
 
-def sent(data: bytes, events: list[Any], overTLS: bytes | None = None) -> Any:
+def sent(data: bytes, events: list[Any], overTLS: bytes | None = None) -> Check:
     """
     A check: the client read C{data} (C{overTLS} on a TLS connection, if
     given) to a clean end and the server observed C{events} (as the
@@ -122,7 +147,7 @@ PUSHED_THEN = [
 PULL_CALLS = [["resumeProducing", f"x{shapes.PULL_SIZE // 2**14 + 1}"], ["sent"], DONE]
 
 
-def readThenReset(name: str, limit: int) -> Any:
+def readThenReset(name: str, limit: int) -> Run:
     """
     Read C{limit} bytes of an endless transfer, then reset the connection:
     the transport stops the producer.
@@ -156,7 +181,7 @@ def upload(target: Target, carrier: str, hooks: Hooks) -> Outcome:
     return timed(go)
 
 
-def idle(how: str) -> Any:
+def idle(how: str) -> Run:
     """
     The connection ends while the server waits: the client closes it,
     resets it, or asks the server to close it.
@@ -302,12 +327,13 @@ def startTLS(target: Target, carrier: str, hooks: Hooks) -> Outcome:
         c.send(b"hello\n")
         line = c.readLine()
         reading = c.readAll()
+        version = c.sock.version() if isinstance(c.sock, ssl.SSLSocket) else None
         c.close()
         return {
             "answer": answer.decode(),
             "line": line.decode(),
             **reading.summary(),
-            "version": "TLS" if isinstance(c.sock, ssl.SSLSocket) else "none",
+            "protocol": version,
             "server": c.record(),
         }
 
@@ -374,7 +400,9 @@ CASES = [
     ),
     ClientCase(
         "push-stop",
-        ("tcp", "unix"),
+        # On a UNIX socket whether the server first reads the end or fails
+        # to write depends on timing, in Twisted alone too.
+        ("tcp",),
         readThenReset("push-endless", 1024 * 1024),
         lambda o, carrier: (
             o["server"]
@@ -404,7 +432,7 @@ CASES = [
     ),
     ClientCase(
         "pull-stop",
-        ("tcp", "unix"),
+        ("tcp",),
         readThenReset("pull-endless", 1024 * 1024),
         lambda o, carrier: (
             o["server"][1:]
@@ -441,7 +469,7 @@ CASES = [
         lambda o, carrier: (
             o["server"]
             == [LOST if carrier == "tls" else ["connectionLost", "ConnectionAborted"]]
-            and o["end"] == "reset"
+            and o["end"] == ("eof" if carrier == "unix" else "reset")
             and o["bytes"] == 0
         ),
     ),
