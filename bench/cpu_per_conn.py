@@ -14,6 +14,10 @@ connection-rate load (C{Connection: close}: one request per connection),
 the servers run one after the other in rounds whose order alternates, and
 every figure is the median over the rounds.
 
+C{--servers} takes the keys of C{bench/run.py}'s servers: C{single-site}
+and C{pt-w2-m0-site} are one plain process and preforktwist -w 2 serving
+the same hello from twisted.web's C{Site} (C{bench/webhello.py}).
+
 C{--perf} also counts, with C{perf stat} on the workers during the load,
 system calls, C{epoll_wait} and C{epoll_ctl} calls and context switches
 per connection (Debian's C{linux-perf}; the kernel's tracepoints must be
@@ -46,18 +50,23 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import run
+from bench.burst import burst
+from bench.common import CLK_TCK, MODES, ROOT
+from bench.load import parseWrk, wrkCommand
+from bench.measurement import Proc, readCmdline, sessionProcs
+from bench.processes import (
+    freePort,
+    snapshot,
+    startServer,
+    stopEverything,
+    stopServer,
+    waitReady,
+)
+from bench.serverlogs import workerShare
+from bench.servers import Server, allServers, naive, preforktwist
 
 
-def readCmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def isWorker(server: run.Server, proc: run.Proc, master: int) -> bool:
+def isWorker(server: Server, proc: Proc, master: int) -> bool:
     if server.kind == "single":
         return True
     if server.kind == "preforktwist":
@@ -65,12 +74,12 @@ def isWorker(server: run.Server, proc: run.Proc, master: int) -> bool:
     return proc.ppid == master  # the naive pre-fork's children
 
 
-def ticks(server: run.Server, master: int) -> tuple[int, int, int]:
+def ticks(server: Server, master: int) -> tuple[int, int, int]:
     """
     CPU ticks so far: (workers, everything else, worker count).
     """
     workers = other = count = 0
-    for p in run.sessionProcs(master):
+    for p in sessionProcs(master):
         if isWorker(server, p, master):
             workers += p.ticks
             count += 1
@@ -88,8 +97,8 @@ PERF_EVENTS = {
 }
 
 
-def workerPids(server: run.Server, master: int) -> list[int]:
-    return [p.pid for p in run.sessionProcs(master) if isWorker(server, p, master)]
+def workerPids(server: Server, master: int) -> list[int]:
+    return [p.pid for p in sessionProcs(master) if isWorker(server, p, master)]
 
 
 def startPerf(pids: list[int], duration: int) -> subprocess.Popen[str]:
@@ -126,16 +135,16 @@ def signalAll(pids: list[int], signum: int) -> None:
 
 
 def measureOnce(
-    server: run.Server, duration: int, mode: str, perf: bool = False, active: int = 0
+    server: Server, duration: int, mode: str, perf: bool = False, active: int = 0
 ) -> dict[str, Any]:
-    port = run.freePort()
+    port = freePort()
     tmp = tempfile.mkdtemp(prefix=f"cpc-{server.key}-")
     log = os.path.join(tmp, "server.log")
-    proc = run.startServer(server, port, tmp, log)
+    proc = startServer(server, port, tmp, log)
     stopped: list[int] = []
     counter = None
     try:
-        run.waitReady(server, proc, port, log)
+        waitReady(server, proc, port, log)
         time.sleep(0.3)
         if active and server.kind != "single":
             stopped = workerPids(server, proc.pid)[active:]
@@ -146,7 +155,7 @@ def measureOnce(
             time.sleep(0.2)
         w0, o0, n0 = ticks(server, proc.pid)
         out = subprocess.run(
-            run.wrkCommand(port, mode, duration),
+            wrkCommand(port, mode, duration),
             capture_output=True,
             text=True,
             timeout=duration + 30,
@@ -154,9 +163,9 @@ def measureOnce(
         w1, o1, n1 = ticks(server, proc.pid)
     finally:
         signalAll(stopped, signal.SIGCONT)
-        run.stopServer(server, proc)
-    share = run.workerShare(server, log) if server.kind != "single" else {}
-    parsed = run.parseWrk(out.stdout)
+        stopServer(server, proc)
+    share = workerShare(server, log) if server.kind != "single" else {}
+    parsed = parseWrk(out.stdout)
     requests = parsed["requests"]
     counts = perfCounts(counter, requests) if counter is not None else {}
     return {
@@ -164,41 +173,52 @@ def measureOnce(
         "rate": parsed["rps"],
         "requests": requests,
         "errors": parsed.get("errors", 0),
-        "workers_per_1k": (w1 - w0) / run.CLK_TCK / requests * 1000,
-        "other_per_1k": (o1 - o0) / run.CLK_TCK / requests * 1000,
+        "workers_per_1k": (w1 - w0) / CLK_TCK / requests * 1000,
+        "other_per_1k": (o1 - o0) / CLK_TCK / requests * 1000,
         "worker_procs": (n0, n1),
         "share": share.get("max_over_min"),
         "counts": share.get("counts"),
     }
 
 
-def servers(keys: list[str], revisions: list[str]) -> list[run.Server]:
-    known = {s.key: s for s in run.allServers(acceptVariants=True)}
+def servers(keys: list[str], revisions: list[str]) -> list[Server]:
+    """
+    The servers named by C{keys} (any of bench/run.py's, and preforktwist
+    and the naive pre-fork at -w 2, 4 and 8), then each preforktwist one
+    again as of each of C{revisions}.
+    """
+    known = {s.key: s for s in allServers(acceptVariants=True)}
     for workers in (2, 4, 8):
-        known.setdefault(f"pt-w{workers}-m0", run.preforktwist(workers, 0))
-        known.setdefault(f"naive-w{workers}", run.naive(workers))
+        known.setdefault(f"pt-w{workers}-m0", preforktwist(workers, 0))
+        known.setdefault(f"naive-w{workers}", naive(workers))
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise SystemExit(
+            f"cpu_per_conn: unknown server {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     chosen = [known[k] for k in keys]
     for rev in revisions:
-        path, _ = run.snapshot(rev)
+        path, _ = snapshot(rev)
         for key in keys:
             base = known[key]
             if base.kind != "preforktwist":
                 continue
             env = dict(base.env or {})
-            env["PYTHONPATH"] = os.pathsep.join([path, run.ROOT])
+            env["PYTHONPATH"] = os.pathsep.join([path, ROOT])
             chosen.append(
                 replace(base, key=f"{key}@{rev}", label=f"{base.label} @{rev}", env=env)
             )
     return chosen
 
 
-def main() -> None:
+def parseOptions() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--servers", default="single,pt-w2-m0,naive-w2")
     parser.add_argument("--pt-rev", action="append", default=[])
-    parser.add_argument("--mode", choices=run.MODES, default="close")
+    parser.add_argument("--mode", choices=MODES, default="close")
     parser.add_argument(
         "--perf",
         action="store_true",
@@ -219,52 +239,57 @@ def main() -> None:
         help="also open this many long-lived connections over 1 s per server "
         "and round (bench/run.py's long-lived burst), and report the balance",
     )
-    args = parser.parse_args()
-    chosen = servers(args.servers.split(","), args.pt_rev)
-    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in chosen}
-    try:
-        for r in range(args.rounds):
-            order = chosen if r % 2 == 0 else chosen[::-1]
-            for server in order:
-                if args.duration:
-                    result = measureOnce(
-                        server, args.duration, args.mode, args.perf, args.active_workers
-                    )
-                else:
-                    result = {"rate": 0.0, "workers_per_1k": 0.0}
-                    result.update(other_per_1k=0.0, errors=0, share=None)
-                if args.burst and server.kind != "single":
-                    b = run.burst(server, args.burst, 1.0, tempfile.gettempdir())
-                    result["burst"] = b.get("max_over_min")
-                    result["burst_counts"] = b.get("counts")
-                    result["burst_errors"] = b.get("errors")
-                results[server.key].append(result)
-                print(
-                    f"round {r + 1} {server.key:24} {result['rate']:>9,.0f} conn/s  "
-                    f"workers {result['workers_per_1k'] * 1000:6.1f} ms/1k  "
-                    f"other {result['other_per_1k'] * 1000:5.1f} ms/1k  "
-                    f"errors {result['errors']}  share {result.get('share')} "
-                    f"{result.get('counts')}  burst {result.get('burst')} "
-                    f"{result.get('burst_counts')}"
-                    + "".join(
-                        f"  {name} {result[name]:.3f}/conn"
-                        for name in PERF_EVENTS.values()
-                        if name in result
-                    ),
-                    flush=True,
-                )
-    finally:
-        run.stopEverything()
+    return parser.parse_args()
+
+
+def measureServer(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """
+    One server in one round: the load, and the burst if asked for.
+    """
+    if args.duration:
+        result = measureOnce(
+            server, args.duration, args.mode, args.perf, args.active_workers
+        )
+    else:
+        result = {"rate": 0.0, "workers_per_1k": 0.0}
+        result.update(other_per_1k=0.0, errors=0, share=None)
+    if args.burst and server.kind != "single":
+        b = burst(server, args.burst, 1.0, tempfile.gettempdir())
+        result["burst"] = b.get("max_over_min")
+        result["burst_counts"] = b.get("counts")
+        result["burst_errors"] = b.get("errors")
+    return result
+
+
+def roundLine(r: int, server: Server, result: dict[str, Any]) -> str:
+    return (
+        f"round {r + 1} {server.key:24} {result['rate']:>9,.0f} conn/s  "
+        f"workers {result['workers_per_1k'] * 1000:6.1f} ms/1k  "
+        f"other {result['other_per_1k'] * 1000:5.1f} ms/1k  "
+        f"errors {result['errors']}  share {result.get('share')} "
+        f"{result.get('counts')}  burst {result.get('burst')} "
+        f"{result.get('burst_counts')}"
+        + "".join(
+            f"  {name} {result[name]:.3f}/conn"
+            for name in PERF_EVENTS.values()
+            if name in result
+        )
+    )
+
+
+def median(rs: list[dict[str, Any]], key: str) -> float:
+    values = [x[key] for x in rs if x.get(key) is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def printMedians(
+    results: dict[str, list[dict[str, Any]]], args: argparse.Namespace
+) -> None:
     print(f"\nmedians of {args.rounds} rounds, {args.duration} s each:")
     print(
         f"{'server':24} {'conn/s':>9} {'workers ms/1k':>14} {'other ms/1k':>12} "
         f"{'share max/min':>14} {'burst max/min':>14}"
     )
-
-    def median(rs: list[dict[str, Any]], key: str) -> float:
-        values = [x[key] for x in rs if x.get(key) is not None]
-        return statistics.median(values) if values else float("nan")
-
     for key, rs in results.items():
         print(
             f"{key:24} {median(rs, 'rate'):>9,.0f} "
@@ -277,6 +302,21 @@ def main() -> None:
                 if any(name in r for r in rs)
             )
         )
+
+
+def main() -> None:
+    args = parseOptions()
+    chosen = servers(args.servers.split(","), args.pt_rev)
+    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in chosen}
+    try:
+        for r in range(args.rounds):
+            for server in chosen if r % 2 == 0 else chosen[::-1]:
+                result = measureServer(server, args)
+                results[server.key].append(result)
+                print(roundLine(r, server, result), flush=True)
+    finally:
+        stopEverything()
+    printMedians(results, args)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def cpuSeconds(who: int) -> tuple[float, int]:
 
 def rssKiB() -> int:
     """
-    This process's resident size (not C{bench.run.readKiB}: importing the
+    This process's resident size (not C{bench.measurement.readKiB}: importing the
     harness here would make the template bigger than the fork server).
     """
     with open("/proc/self/status") as f:

@@ -1,5 +1,6 @@
 """
-Load a protocol class by dotted name for the benchmark's own servers.
+Load a protocol class or a factory by dotted name for the benchmark's own
+servers.
 
 C{preforktwist.examples} is loaded from its file alone, not through the
 C{preforktwist} package, whose C{__init__} imports the whole service
@@ -15,7 +16,10 @@ import importlib.util
 import os
 
 
-def loadProtocol(dotted: str) -> type:
+def loadName(dotted: str) -> object:
+    """
+    The object named C{dotted}: C{module.name}.
+    """
     module, _, name = dotted.rpartition(".")
     if module == "preforktwist.examples":
         package = importlib.util.find_spec("preforktwist")  # finds, no import
@@ -27,5 +31,15 @@ def loadProtocol(dotted: str) -> type:
         spec.loader.exec_module(loaded)
     else:
         loaded = importlib.import_module(module)
-    cls: type = getattr(loaded, name)
+    found: object = getattr(loaded, name)
+    return found
+
+
+def loadProtocol(dotted: str) -> type:
+    """
+    The protocol class named C{dotted}.
+    """
+    cls = loadName(dotted)
+    if not isinstance(cls, type):
+        raise SystemExit(f"bench: {dotted} is not a class")
     return cls

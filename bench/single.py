@@ -2,6 +2,7 @@
 The baseline: one plain Twisted process serving a protocol on 127.0.0.1.
 
     python bench/single.py --port 8080 [--protocol bench.protocols.BurnHTTP]
+    python bench/single.py --port 8080 --factory bench.webhello.site
 
 The same listen backlog as preforktwist (1024), the default reactor (epoll
 on Linux), no worker processes.  Prints C{listening on 127.0.0.1:PORT} when
@@ -18,7 +19,7 @@ import sys
 # "bench.protocols.BurnHTTP" and "preforktwist.examples.HelloHTTP" resolve.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.loading import loadProtocol
+from bench.loading import loadName, loadProtocol
 
 
 def main() -> None:
@@ -26,14 +27,27 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--interface", default="127.0.0.1")
     parser.add_argument("--protocol", default="preforktwist.examples.HelloHTTP")
+    parser.add_argument(
+        "--factory",
+        help="serve this protocol factory (a twisted.web Site, say) "
+        "instead of --protocol",
+    )
     parser.add_argument("--backlog", type=int, default=1024)
     args = parser.parse_args()
 
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IProtocolFactory
     from twisted.internet.protocol import ServerFactory
     from twisted.internet.tcp import Port
 
-    factory = ServerFactory.forProtocol(loadProtocol(args.protocol))
+    if args.factory:
+        factory: object = loadName(args.factory)
+        if not IProtocolFactory.providedBy(factory):
+            raise SystemExit(f"bench: {args.factory} is not a protocol factory")
+    else:
+        protocolFactory = ServerFactory.forProtocol(loadProtocol(args.protocol))
+        protocolFactory.noisy = False
+        factory = protocolFactory
     port = reactor.listenTCP(
         args.port,
         factory,  # type: ignore[arg-type]
@@ -41,7 +55,6 @@ def main() -> None:
         interface=args.interface,
     )
     assert isinstance(port, Port)
-    factory.noisy = False
     print(
         f"single pid {os.getpid()} listening on {args.interface}:{args.port}",
         flush=True,

@@ -3,9 +3,8 @@ The adopted ports, in process with the real reactor: they accept exactly
 what the budget allows and leave the rest queued on the shared socket, and
 closing them never harms the socket other processes share.
 
-These pin the behaviour of Twisted's tcp.Port.doRead that the clamp relies
-on (numberAccepts read once per wake-up): a Twisted release that changes it
-fails here first.
+The behaviour of Twisted's tcp.Port.doRead that the clamp relies on is
+pinned by tests/test_private.py.
 """
 
 from __future__ import annotations
@@ -25,7 +24,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from preforktwist.worker.accepting import AcceptBudget, adoptListener, exclusiveWakeups
+from preforktwist.worker.budget import AcceptBudget
+from preforktwist.worker.ports import adoptListener
+from preforktwist.worker.wakeups import exclusiveWakeups
 
 
 def pollUntil(condition: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
@@ -278,7 +279,7 @@ class PlainRegistrationTests(AdoptedPortTests):
         listener = self.listen()
         budget = AcceptBudget()
         port = self.adopt(listener, budget)
-        assert not port._exclusive
+        assert not port.exclusive
         poller = getattr(reactor, "_poller", None)
         if isinstance(poller, select.epoll):
             events = epollEvents(poller, port.fileno())

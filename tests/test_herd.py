@@ -30,7 +30,8 @@ from twisted.internet import epollreactor
 epollreactor.install()
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from preforktwist.worker.accepting import AcceptBudget, adoptListener
+from preforktwist.worker.budget import AcceptBudget
+from preforktwist.worker.ports import adoptListener
 
 class Close(Protocol):
     def connectionMade(self):

@@ -20,13 +20,9 @@ from twisted.internet.task import deferLater
 
 from preforktwist.protocol import loadboard
 from preforktwist.protocol.loadboard import ABSENT, LoadBoard
-from preforktwist.worker import accepting
-from preforktwist.worker.accepting import (
-    BALANCE_SLACK,
-    CHURN_CLOSES,
-    AcceptBudget,
-    balanceMargin,
-)
+from preforktwist.worker import balance, ports
+from preforktwist.worker.balance import BALANCE_SLACK, CHURN_CLOSES, balanceMargin
+from preforktwist.worker.budget import AcceptBudget
 from tests.conftest import StartMaster
 from tests.test_accepting import _PortTests, pollUntil, settle
 
@@ -132,7 +128,7 @@ class BalanceTests(_PortTests):
         self.budget.shareLoad(self.board, self.board.allot({self.sibling}))
 
     def waitFor(self, seconds: float) -> None:
-        self.patch(accepting, "BALANCE_WAIT", seconds)
+        self.patch(ports, "BALANCE_WAIT", seconds)
 
     @inlineCallbacks
     def test_leavesTheBurstToTheSibling(self) -> Generator[Deferred[Any], Any, None]:
@@ -179,7 +175,7 @@ class BalanceTests(_PortTests):
         again, and leaves what comes next to the sibling.
         """
         self.waitFor(60)
-        self.patch(accepting, "BALANCE_QUIET", 0.5)
+        self.patch(balance, "BALANCE_QUIET", 0.5)
         listener = self.listen()
         clients = self.connect(listener, CHURN_CLOSES)
         self.adopt(listener, self.budget)

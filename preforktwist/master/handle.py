@@ -12,7 +12,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ProcessDone,
+    ProcessTerminated,
+)
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
@@ -333,8 +338,25 @@ class WorkerProcess(ProcessProtocol):
             self._signal("TERM")
             return done
         d = self.control.callRemote(command)
-        d.addCallbacks(lambda _: done.callback(None), lambda f: self._signal("TERM"))
+        d.addCallbacks(
+            lambda _: done.callback(None), self._commandFailed, errbackArgs=(command,)
+        )
         return done
+
+    def _commandFailed(self, failure: Failure, command: type[amp.Command]) -> None:
+        """
+        The worker did not carry C{command} out: a closed channel is
+        expected (the worker is exiting); anything else is logged.  Either
+        way SIGTERM asks it for the same graceful end.
+        """
+        if not failure.check(ConnectionDone, ConnectionLost):
+            self.log.failure(
+                "worker {number} did not take {command}",
+                failure,
+                number=self.number,
+                command=command.__name__,
+            )
+        self._signal("TERM")
 
     def retire(self) -> None:
         self._command(Retire)

@@ -12,7 +12,7 @@ imbalance lasts as long as they do.  Apache keeps its scoreboard in shared
 memory for this reason, and Puma's busy workers wait before accepting.
 Here each worker publishes its count, and one that holds clearly more than
 its least busy sibling leaves the next connections to it (see
-L{preforktwist.worker.accepting}).
+L{preforktwist.worker.balance}).
 
 Layout: a memory file (C{memfd_create}) of 32-bit signed integers.  Index
 0 holds how many slots are in use (the highest slot given out, plus one),

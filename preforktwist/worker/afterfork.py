@@ -21,8 +21,14 @@ template, which never runs its reactor.
 from __future__ import annotations
 
 import os
-import select
 from typing import Any
+
+from preforktwist.common.private import (
+    forgetRegistrations,
+    forgetWaker,
+    pollerDescriptor,
+    usesEpoll,
+)
 
 
 def renewReactor(reactor: Any) -> set[int]:
@@ -42,26 +48,19 @@ def renewReactor(reactor: Any) -> set[int]:
     assert not reactor.running, "a running reactor cannot be renewed"
     readers = [r for r in reactor.getReaders() if r is not reactor.waker]
     writers = list(reactor.getWriters())
-    poller = getattr(reactor, "_poller", None)
-    if isinstance(poller, select.epoll):
-        # Forget the old registrations without epoll_ctl: the instance is
-        # the parent's too.
-        reactor._poller = select.epoll()
-        poller.close()
-        reactor._reads.clear()
-        reactor._writes.clear()
-        reactor._selectables.clear()
+    epoll = usesEpoll(reactor)
+    if epoll:
+        forgetRegistrations(reactor)
     else:
         # poll() and select() keep their sets in this process's memory:
         # only the waker is shared.  Take it out of their bookkeeping.
-        _forgetWaker(reactor)
+        _removeWaker(reactor)
     waker = reactor.waker
+    forgetWaker(reactor)
     if waker is not None:
-        reactor._internalReaders.discard(waker)
-        reactor.waker = None
         _closeWaker(waker)
     reactor.installWaker()
-    if isinstance(reactor._poller, select.epoll):
+    if epoll:
         for reader in readers:
             reactor.addReader(reader)
         for writer in writers:
@@ -75,16 +74,16 @@ def reactorFDs(reactor: object) -> set[int]:
     no descriptor) and of its waker pipe.
     """
     fds = set()
-    poller = getattr(reactor, "_poller", None)
-    if poller is not None and hasattr(poller, "fileno"):
-        fds.add(poller.fileno())
+    poller = pollerDescriptor(reactor)
+    if poller is not None:
+        fds.add(poller)
     waker = getattr(reactor, "waker", None)
     if waker is not None:
         fds |= _wakerFDs(waker)
     return fds
 
 
-def _forgetWaker(reactor: Any) -> None:
+def _removeWaker(reactor: Any) -> None:
     waker = reactor.waker
     if waker is None:
         return

@@ -71,15 +71,19 @@ def _preimport(reactorModule: str) -> None:
     import twisted.protocols.amp  # noqa: F401
     from twisted.python.reflect import namedAny
 
-    import preforktwist.worker.serving
+    import preforktwist.worker.serving  # noqa: F401
 
     if reactorModule:
         try:
             namedAny(reactorModule)
-            if reactorModule == workermain.EPOLL_REACTOR:
-                import preforktwist.worker.dispatch  # noqa: F401
-        except Exception:
-            pass
+        except Exception as e:
+            # Each worker will say the same when it installs it; said once
+            # here, the master's log shows why forks start slower.
+            print(
+                f"cannot import reactor {reactorModule} "
+                f"({type(e).__name__}: {e}); workers import it themselves",
+                file=sys.stderr,
+            )
     assert "twisted.internet.reactor" not in sys.modules, "a reactor was installed"
     _warmInterfaces()
 
@@ -97,17 +101,19 @@ def _warmInterfaces() -> None:
     from twisted.internet.interfaces import ILoggingContext
     from zope.interface import implementedBy
 
-    from preforktwist.worker import accepting, serving
+    from preforktwist.worker import ports, serving, transports
 
     classes: list[type] = [
         tcp.Server,
         tcp.Port,
         unix.Server,
         unix.Port,
-        accepting.BudgetedTCPPort,
-        accepting.BudgetedUNIXPort,
-        accepting.CountedTCPServer,
-        accepting.CountedUNIXServer,
+        ports.BudgetedTCPPort,
+        ports.BudgetedUNIXPort,
+        transports.CountedTCPServer,
+        transports.CountedUNIXServer,
+        transports.TimedTCPServer,
+        transports.TimedUNIXServer,
         serving._WorkerControl,
     ]
     for cls in classes:

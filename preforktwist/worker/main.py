@@ -147,25 +147,14 @@ def _fitToFileLimit(worker: Worker, limit: FileLimit) -> None:
 
 
 #: The reactor module whose worker variant L{installReactor} installs.
-EPOLL_REACTOR = "twisted.internet.epollreactor"
-
-
 def installReactor(name: str) -> None:
     """
     Install the reactor named C{name} (the master's type) unless one is
     installed already; one that cannot be installed leaves the default.
-    For epoll, the worker's own variant of it (L{preforktwist.worker.
-    dispatch}).
     """
     if name and "twisted.internet.reactor" not in sys.modules:
         try:
-            if name == EPOLL_REACTOR:
-                # Only here: it imports the epoll reactor, Linux's alone.
-                from preforktwist.worker import dispatch
-
-                dispatch.install()
-            else:
-                namedAny(name).install()
+            namedAny(name).install()
         except Exception as e:
             print(
                 f"cannot install reactor {name} ({e}); using the default",

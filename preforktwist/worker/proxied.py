@@ -17,12 +17,14 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.haproxy._wrapper import (
-    HAProxyProtocolWrapper,
-    HAProxyWrappingFactory,
-)
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
+
+from preforktwist.common.private import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+    proxyInfo,
+)
 
 #: Seconds a client may take to send its PROXY header.
 HEADER_TIMEOUT = 10.0
@@ -59,7 +61,7 @@ class _HeaderFirst(HAProxyProtocolWrapper):
             super().dataReceived(data)
         finally:
             self.wrappedProtocol = wrapped
-        if self._proxyInfo is None:
+        if proxyInfo(self) is None:
             return
         self._connected = True
         if self._timeout is not None and self._timeout.active():

@@ -12,6 +12,7 @@ import signal
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IProtocolFactory, IReactorCore
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
@@ -36,8 +37,9 @@ from preforktwist.protocol.control import (
     Stop,
 )
 from preforktwist.protocol.loadboard import LoadBoard
-from preforktwist.worker.accepting import AcceptBudget, adoptListener
+from preforktwist.worker.budget import AcceptBudget
 from preforktwist.worker.loading import FactoryError, loadFactory, loadWorkerInit
+from preforktwist.worker.ports import adoptListener
 from preforktwist.worker.proxied import ProxyHeaderFactory
 
 #: Exit status of a worker that could not start serving.
@@ -234,8 +236,18 @@ class Worker:
         assert self.control is not None
         d = self.control.callRemote(command, **kwargs)
         if d is not None:  # None: a command not answered (L{Counts})
-            d.addErrback(lambda f: None)
+            d.addErrback(self._callFailed, command)
         return d
+
+    def _callFailed(self, failure: Failure, command: type[amp.Command]) -> None:
+        """
+        A command to the master failed: expected if the channel closed
+        (the master is gone, which L{controlLost} handles), logged if not.
+        """
+        if not failure.check(ConnectionDone, ConnectionLost):
+            self.log.failure(
+                "the master did not take {command}", failure, command=command.__name__
+            )
 
     def _figures(self) -> tuple[int, int, int, int]:
         b = self.budget
