@@ -13,6 +13,7 @@ the test reads it back whichever process served the connection.
 from __future__ import annotations
 
 import os
+import select
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from tests.conformance.recording import (
     case,
     describeAddress,
     later,
+    rawSocket,
     smallSendBuffer,
     tlsOptions,
 )
@@ -362,6 +364,27 @@ class Abort(Case):
     def connectionMade(self) -> None:
         self.transport.write(shapes.pattern(4 * 1024 * 1024, "abort"))
         self.transport.abortConnection()
+
+
+@case("write-after-reset")
+class WriteAfterReset(Case):
+    """
+    Write to a connection the client has just reset, before the reactor
+    has read the reset: C{connectionLost} must still say the connection
+    was lost, not closed cleanly.  The case waits for the reset blocking
+    (briefly, boundedly): that is the moment a busy server meets it.
+    """
+
+    def connectionMade(self) -> None:
+        skt = rawSocket(self.transport)
+        assert skt is not None
+        # Straight to the socket: the reactor, which would send a write,
+        # is blocked below.
+        skt.send(b"waiting\n")
+        poller = select.poll()
+        poller.register(skt, select.POLLIN | select.POLLERR | select.POLLHUP)
+        self.record.add("reset seen", bool(poller.poll(5000)))
+        self.transport.write(b"late")
 
 
 @implementer(IHalfCloseableProtocol)

@@ -250,14 +250,15 @@ class ClientCase:
 
 def timed(run: Callable[[], Outcome]) -> Outcome:
     """
-    Run a client, turning a client-side timeout into an outcome rather than
-    an error: a stall is a difference like any other.
+    Run a client, turning a failure on the client's side (a stall, a
+    reset, a protocol error from a library client) into an outcome rather
+    than an error: a difference like any other.
     """
     started = time.monotonic()
     try:
         return run()
-    except (TimeoutError, OSError) as e:
+    except Exception as e:
         return {
-            "client error": type(e).__name__,
+            "client error": f"{type(e).__name__}: {e}"[:200],
             "after": f"{time.monotonic() - started:.0f}s",
         }

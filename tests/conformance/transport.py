@@ -207,6 +207,16 @@ def idle(how: str) -> Run:
     return run
 
 
+def writeAfterReset(target: Target, carrier: str, hooks: Hooks) -> Outcome:
+    def go() -> Outcome:
+        c = Connection(target, carrier, "write-after-reset")
+        waiting = c.readLine()
+        c.reset()
+        return {"waiting": waiting.decode(), "server": c.record()}
+
+    return timed(go)
+
+
 def abort(target: Target, carrier: str, hooks: Hooks) -> Outcome:
     def go() -> Outcome:
         c = Connection(target, carrier, "abort")
@@ -460,6 +470,12 @@ CASES = [
         ALL,
         idle("server closes"),
         lambda o, carrier: o["end"] == "eof" and o["server"][-1] == DONE,
+    ),
+    ClientCase(
+        "write-after-reset",
+        ("tcp",),
+        writeAfterReset,
+        lambda o, carrier: o["server"] == [["reset seen", True], LOST],
     ),
     ClientCase(
         "abort",
