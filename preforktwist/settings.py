@@ -291,7 +291,7 @@ class Endpoints(Kind):
 # The declaration of one setting.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Setting:
     """
     One setting, as declared on its L{Settings} field.
@@ -311,7 +311,7 @@ class Setting:
     """
 
     flag: str
-    short: str | None
+    short: str | None = None
     kind: Kind
     side: Side
     help: str
@@ -406,21 +406,31 @@ class Setting:
 
 
 def setting(
+    *,
     default: Any,
     flag: str,
     kind: Kind,
     side: Side,
     help: str,
     doc: str | None,
-    *,
     short: str | None = None,
     metavar: str = "",
     scale: int = 1,
 ) -> Any:
     """
-    Declare a field of L{Settings} as a setting.
+    Declare a field of L{Settings} as a setting, each part named as in
+    L{Setting}; C{default} is the field's default.
     """
-    declared = Setting(flag, short, kind, side, help, doc, metavar, scale)
+    declared = Setting(
+        flag=flag,
+        short=short,
+        kind=kind,
+        side=side,
+        help=help,
+        doc=doc,
+        metavar=metavar,
+        scale=scale,
+    )
     return field(default=default, metadata={"setting": declared})
 
 
@@ -439,402 +449,499 @@ class Settings:
     """
 
     listen: tuple[str, ...] = setting(
-        ("tcp:8080",),
-        "listen",
-        Endpoints(),
-        Side.BOTH,
-        "A Twisted server endpoint description to serve, e.g. tcp:8080, "
-        "tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem, "
-        "systemd:domain=INET:index=0. May be given more than once: every "
-        "worker serves every one [default: tcp:8080].",
-        "A Twisted server endpoint description: `tcp:8080`, "
-        "`tcp:8080:interface=127.0.0.1`, `tcp6:8080`, "
-        "`unix:/run/app.sock:mode=660`, "
-        "`ssl:8443:privateKey=key.pem:certKey=cert.pem`, "
-        "`systemd:domain=INET:index=0`. May be given more than once: every "
-        "worker serves every listener. Default `tcp:8080`. The master binds it "
-        "once and holds it for its whole life.",
+        default=("tcp:8080",),
+        flag="listen",
         short="l",
         metavar="ENDPOINT",
+        kind=Endpoints(),
+        side=Side.BOTH,
+        help=(
+            "A Twisted server endpoint description to serve, e.g. tcp:8080, "
+            "tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem, "
+            "systemd:domain=INET:index=0. May be given more than once: every "
+            "worker serves every one [default: tcp:8080]."
+        ),
+        doc=(
+            "A Twisted server endpoint description: `tcp:8080`, "
+            "`tcp:8080:interface=127.0.0.1`, `tcp6:8080`, "
+            "`unix:/run/app.sock:mode=660`, "
+            "`ssl:8443:privateKey=key.pem:certKey=cert.pem`, "
+            "`systemd:domain=INET:index=0`. May be given more than once: every "
+            "worker serves every listener. Default `tcp:8080`. The master binds it "
+            "once and holds it for its whole life."
+        ),
     )
     proxyProtocol: bool = setting(
-        False,
-        "proxy-protocol",
-        Flag(),
-        Side.WORKER,
-        "Every connection starts with a PROXY protocol header (v1 or v2, "
-        "as from HAProxy's send-proxy or send-proxy-v2); the protocol sees "
-        "the client's address in transport.getPeer().",
-        "Every connection starts with a PROXY header (v1 or v2); see Deployment.",
+        default=False,
+        flag="proxy-protocol",
+        kind=Flag(),
+        side=Side.WORKER,
+        help=(
+            "Every connection starts with a PROXY protocol header (v1 or v2, "
+            "as from HAProxy's send-proxy or send-proxy-v2); the protocol sees "
+            "the client's address in transport.getPeer()."
+        ),
+        doc="Every connection starts with a PROXY header (v1 or v2); see Deployment.",
     )
     protocol: str | None = setting(
-        None,
-        "protocol",
-        Text("a dotted name"),
-        Side.WORKER,
-        "Dotted name of a Protocol subclass to serve.",
-        "A `Protocol` subclass, served as `Factory.forProtocol(cls)`.",
+        default=None,
+        flag="protocol",
         short="p",
         metavar="DOTTED",
+        kind=Text("a dotted name"),
+        side=Side.WORKER,
+        help="Dotted name of a Protocol subclass to serve.",
+        doc="A `Protocol` subclass, served as `Factory.forProtocol(cls)`.",
     )
     factory: str | None = setting(
-        None,
-        "factory",
-        Text("a dotted name"),
-        Side.WORKER,
-        "Dotted name of a protocol factory, or of a callable taking no "
-        "arguments that returns one.",
-        "An `IProtocolFactory` instance, or a callable taking no arguments "
-        "that returns one. With neither this nor `--protocol`, the bundled "
-        "echo (`preforktwist.examples.Echo`) is served and the log says so.",
+        default=None,
+        flag="factory",
         short="f",
         metavar="DOTTED",
+        kind=Text("a dotted name"),
+        side=Side.WORKER,
+        help=(
+            "Dotted name of a protocol factory, or of a callable taking no "
+            "arguments that returns one."
+        ),
+        doc=(
+            "An `IProtocolFactory` instance, or a callable taking no arguments "
+            "that returns one. With neither this nor `--protocol`, the bundled "
+            "echo (`preforktwist.examples.Echo`) is served and the log says so."
+        ),
     )
     workers: int | None = setting(
-        None,
-        "workers",
-        Whole(1, MAX_WORKERS, _WORKERS),
-        Side.MASTER,
-        "Workers to keep [default: one per CPU].",
-        "Workers to keep (1 to 1024). Default: one per CPU.",
+        default=None,
+        flag="workers",
         short="w",
         metavar="N",
+        kind=Whole(1, MAX_WORKERS, _WORKERS),
+        side=Side.MASTER,
+        help="Workers to keep [default: one per CPU].",
+        doc="Workers to keep (1 to 1024). Default: one per CPU.",
     )
     maxConnectionsPerWorker: int = setting(
-        0,
-        "max-connections-per-worker",
-        Whole(0, 2**62, _COUNT),
-        Side.MASTER,
-        "A worker serves this many connections and is then replaced; 0 means never.",
-        "A worker accepts exactly N connections, then is replaced: whatever "
-        "`--replace-at` and `--standby` say, it keeps accepting until its N-th "
-        "connection, and its replacement (booted ahead of time, held) starts "
-        "accepting at that moment. Only a reload, `--max-worker-memory`, "
-        "`--max-worker-age`, a scale-down or a signal retire a worker before "
-        "its N. 0 (default) means never. (At a graceful stop a worker may go "
-        "past N to serve what was queued before the stop: no replacement "
-        "comes then.)",
+        default=0,
+        flag="max-connections-per-worker",
         short="m",
         metavar="N",
+        kind=Whole(0, 2**62, _COUNT),
+        side=Side.MASTER,
+        help=(
+            "A worker serves this many connections and is then replaced; 0 means never."
+        ),
+        doc=(
+            "A worker accepts exactly N connections, then is replaced: whatever "
+            "`--replace-at` and `--standby` say, it keeps accepting until its N-th "
+            "connection, and its replacement (booted ahead of time, held) starts "
+            "accepting at that moment. Only a reload, `--max-worker-memory`, "
+            "`--max-worker-age`, a scale-down or a signal retire a worker before "
+            "its N. 0 (default) means never. (At a graceful stop a worker may go "
+            "past N to serve what was queued before the stop: no replacement "
+            "comes then.)"
+        ),
     )
     grace: float = setting(
-        30.0,
-        "grace",
-        Number(0, 86400, _SECONDS),
-        Side.BOTH,
-        "Seconds a retiring or stopping worker may take to finish its "
-        "open connections before it is killed.",
-        "How long a retiring or stopping worker may take to finish its open "
-        "connections before it is killed. Default 30.",
+        default=30.0,
+        flag="grace",
         metavar="SECONDS",
+        kind=Number(0, 86400, _SECONDS),
+        side=Side.BOTH,
+        help=(
+            "Seconds a retiring or stopping worker may take to finish its "
+            "open connections before it is killed."
+        ),
+        doc=(
+            "How long a retiring or stopping worker may take to finish its open "
+            "connections before it is killed. Default 30."
+        ),
     )
     backlog: int | None = setting(
-        None,
-        "backlog",
-        Whole(1, 65535, "a whole number from 1 to 65535"),
-        Side.MASTER,
-        "The listen backlog [default: 1024, or what the endpoint says].",
-        "The listen backlog. Default 1024, or what the endpoint description says.",
+        default=None,
+        flag="backlog",
         metavar="N",
+        kind=Whole(1, 65535, "a whole number from 1 to 65535"),
+        side=Side.MASTER,
+        help="The listen backlog [default: 1024, or what the endpoint says].",
+        doc="The listen backlog. Default 1024, or what the endpoint description says.",
     )
     bootTimeout: float = setting(
-        30.0,
-        "boot-timeout",
-        Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
-        Side.MASTER,
-        "Seconds a new worker may take to become ready before it is "
-        "killed and counted as a boot failure.",
-        "How long a new worker may take to become ready before it is killed "
-        "and counted as a boot failure. Default 30.",
+        default=30.0,
+        flag="boot-timeout",
         metavar="SECONDS",
+        kind=Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
+        side=Side.MASTER,
+        help=(
+            "Seconds a new worker may take to become ready before it is "
+            "killed and counted as a boot failure."
+        ),
+        doc=(
+            "How long a new worker may take to become ready before it is killed "
+            "and counted as a boot failure. Default 30."
+        ),
     )
     maxConnectionsJitter: int = setting(
-        0,
-        "max-connections-jitter",
-        Whole(0, 2**62, _COUNT),
-        Side.MASTER,
-        "Each worker's allowance is -m plus a random 0 to this many, so "
-        "that workers do not all retire together.",
-        "Each worker's allowance is `-m` plus `randint(0, J)`, so that workers "
-        "do not all retire together. Default 0.",
+        default=0,
+        flag="max-connections-jitter",
         metavar="J",
+        kind=Whole(0, 2**62, _COUNT),
+        side=Side.MASTER,
+        help=(
+            "Each worker's allowance is -m plus a random 0 to this many, so "
+            "that workers do not all retire together."
+        ),
+        doc=(
+            "Each worker's allowance is `-m` plus `randint(0, J)`, so that workers "
+            "do not all retire together. Default 0."
+        ),
     )
     replaceAt: float = setting(
-        0.9,
-        "replace-at",
-        Number(0.01, 1, "a number from 0.01 to 1"),
-        Side.WORKER,
-        "Share of its allowance after which a worker has its replacement "
-        "booted, held, to take over at its last connection; 1 boots it only "
-        "when the allowance is used up.",
-        "Once a worker has used this share of its allowance, its replacement "
-        "boots and waits, held; the old worker goes on accepting until its "
-        "allowance is used (exactly `-m`), and the replacement accepts from "
-        "that moment, so the pool neither dips nor has more than `--workers` "
-        "accepting. At most `--reload-batch` replacements (or `--standby`, if "
-        "more) are held at once: workers that reach their allowance within "
-        "one boot of each other beyond that leave the pool one fewer for that "
-        "boot (`--max-connections-jitter` spreads them). Default 0.9; `1` "
-        "boots the replacement only when the allowance is used up (a boot's "
-        "worth of one worker fewer).",
+        default=0.9,
+        flag="replace-at",
         metavar="FRACTION",
+        kind=Number(0.01, 1, "a number from 0.01 to 1"),
+        side=Side.WORKER,
+        help=(
+            "Share of its allowance after which a worker has its replacement "
+            "booted, held, to take over at its last connection; 1 boots it only "
+            "when the allowance is used up."
+        ),
+        doc=(
+            "Once a worker has used this share of its allowance, its replacement "
+            "boots and waits, held; the old worker goes on accepting until its "
+            "allowance is used (exactly `-m`), and the replacement accepts from "
+            "that moment, so the pool neither dips nor has more than `--workers` "
+            "accepting. At most `--reload-batch` replacements (or `--standby`, if "
+            "more) are held at once: workers that reach their allowance within "
+            "one boot of each other beyond that leave the pool one fewer for that "
+            "boot (`--max-connections-jitter` spreads them). Default 0.9; `1` "
+            "boots the replacement only when the allowance is used up (a boot's "
+            "worth of one worker fewer)."
+        ),
     )
     maxConcurrent: int | None = setting(
-        None,
-        "max-concurrent",
-        WholeOrAuto(0, 2**31, _COUNT),
-        Side.WORKER,
-        "Connections one worker holds open at once; at the cap it stops "
-        "accepting and leaves new ones queued for the other workers. "
-        "auto (the default): the worker's open-file limit, raised to its "
-        "hard limit at start, less 64 for its own descriptors. 0 means no "
-        "cap.",
-        "A worker holding C open connections stops accepting until one closes, "
-        "leaving new connections queued for its siblings; when every worker is "
-        "at its cap the pool is *saturated* (logged, and shown by `--status`) "
-        "and new connections wait in the backlog. Default `auto`: each worker "
-        "raises its soft open-file limit to the hard limit when it starts "
-        "(`ulimit -Hn`, as nginx's `worker_rlimit_nofile`) and holds that many "
-        "less 64, kept for its own descriptors; an explicit C above that is "
-        "lowered to it. The worker logs both at start. 0 means no cap (a worker "
-        "out of descriptors then leaves the queue to its siblings for a moment).",
+        default=None,
+        flag="max-concurrent",
         short="c",
         metavar="C",
+        kind=WholeOrAuto(0, 2**31, _COUNT),
+        side=Side.WORKER,
+        help=(
+            "Connections one worker holds open at once; at the cap it stops "
+            "accepting and leaves new ones queued for the other workers. "
+            "auto (the default): the worker's open-file limit, raised to its "
+            "hard limit at start, less 64 for its own descriptors. 0 means no "
+            "cap."
+        ),
+        doc=(
+            "A worker holding C open connections stops accepting until one closes, "
+            "leaving new connections queued for its siblings; when every worker is "
+            "at its cap the pool is *saturated* (logged, and shown by `--status`) "
+            "and new connections wait in the backlog. Default `auto`: each worker "
+            "raises its soft open-file limit to the hard limit when it starts "
+            "(`ulimit -Hn`, as nginx's `worker_rlimit_nofile`) and holds that many "
+            "less 64, kept for its own descriptors; an explicit C above that is "
+            "lowered to it. The worker logs both at start. 0 means no cap (a worker "
+            "out of descriptors then leaves the queue to its siblings for a moment)."
+        ),
     )
     firstByteTimeout: float = setting(
-        0.0,
-        "first-byte-timeout",
-        OffOrAtLeast(0, 86400, _SECONDS, least=0.1),
-        Side.WORKER,
-        "Close a connection that has sent nothing this many seconds after "
-        "it was accepted (for protocols where the client speaks first); "
-        "0 (the default) disables.",
-        "Close a connection whose client has sent nothing this long after it "
-        "was accepted: idle sockets (slowloris, forgotten keep-alives) then "
-        "cannot hold a worker's `--max-concurrent` slots. For protocols where "
-        "the client speaks first only: HTTP yes, SMTP or a server banner no. "
-        "A TLS handshake or a PROXY header is the first byte. Counted in the "
-        "status as the close cause `first_byte_timeout`. 0 (default) disables; "
-        "at least 0.1.",
+        default=0.0,
+        flag="first-byte-timeout",
         metavar="SECONDS",
+        kind=OffOrAtLeast(0, 86400, _SECONDS, least=0.1),
+        side=Side.WORKER,
+        help=(
+            "Close a connection that has sent nothing this many seconds after "
+            "it was accepted (for protocols where the client speaks first); "
+            "0 (the default) disables."
+        ),
+        doc=(
+            "Close a connection whose client has sent nothing this long after it "
+            "was accepted: idle sockets (slowloris, forgotten keep-alives) then "
+            "cannot hold a worker's `--max-concurrent` slots. For protocols where "
+            "the client speaks first only: HTTP yes, SMTP or a server banner no. "
+            "A TLS handshake or a PROXY header is the first byte. Counted in the "
+            "status as the close cause `first_byte_timeout`. 0 (default) disables; "
+            "at least 0.1."
+        ),
     )
     heartbeatTimeout: float = setting(
-        30.0,
-        "heartbeat-timeout",
-        OffOrAtLeast(0, 86400, _SECONDS),
-        Side.MASTER,
-        "Seconds a worker's reactor may go without turning before the "
-        "worker is killed (its stack logged) and replaced; 0 disables.",
-        "A worker whose reactor has not turned for this long is stuck: its "
-        "Python stack is logged, it gets SIGTERM, then SIGKILL 2 s later, and "
-        "is replaced at once. Default 30; 0 disables; at least 1.",
+        default=30.0,
+        flag="heartbeat-timeout",
         metavar="SECONDS",
+        kind=OffOrAtLeast(0, 86400, _SECONDS),
+        side=Side.MASTER,
+        help=(
+            "Seconds a worker's reactor may go without turning before the "
+            "worker is killed (its stack logged) and replaced; 0 disables."
+        ),
+        doc=(
+            "A worker whose reactor has not turned for this long is stuck: its "
+            "Python stack is logged, it gets SIGTERM, then SIGKILL 2 s later, and "
+            "is replaced at once. Default 30; 0 disables; at least 1."
+        ),
     )
     workerInit: str | None = setting(
-        None,
-        "worker-init",
-        Text("a dotted name"),
-        Side.WORKER,
-        "Dotted name of a callable run in each worker before it accepts "
-        "(it may return a Deferred); if it fails, the worker is a boot "
-        "failure.",
-        "A callable run in each worker after its reactor starts and before it "
-        "accepts (open a database pool, warm a cache); it may return a "
-        "`Deferred`. If it fails, that worker is a boot failure.",
+        default=None,
+        flag="worker-init",
         metavar="DOTTED",
+        kind=Text("a dotted name"),
+        side=Side.WORKER,
+        help=(
+            "Dotted name of a callable run in each worker before it accepts "
+            "(it may return a Deferred); if it fails, the worker is a boot "
+            "failure."
+        ),
+        doc=(
+            "A callable run in each worker after its reactor starts and before it "
+            "accepts (open a database pool, warm a cache); it may return a "
+            "`Deferred`. If it fails, that worker is a boot failure."
+        ),
     )
     reloadBatch: int = setting(
-        1,
-        "reload-batch",
-        Whole(1, MAX_WORKERS, _WORKERS),
-        Side.MASTER,
-        "Workers a rolling reload (SIGHUP) replaces at a time: at most "
-        "this many run beyond --workers.",
-        "How many workers a rolling reload replaces at a time, and how many "
-        "replacements ahead of time (`--replace-at`) may be held at once: at "
-        "most `--workers + N` workers run. Default 1.",
+        default=1,
+        flag="reload-batch",
         metavar="N",
+        kind=Whole(1, MAX_WORKERS, _WORKERS),
+        side=Side.MASTER,
+        help=(
+            "Workers a rolling reload (SIGHUP) replaces at a time: at most "
+            "this many run beyond --workers."
+        ),
+        doc=(
+            "How many workers a rolling reload replaces at a time, and how many "
+            "replacements ahead of time (`--replace-at`) may be held at once: at "
+            "most `--workers + N` workers run. Default 1."
+        ),
     )
     acceptBatch: int = setting(
-        0,
-        "accept-batch",
-        Whole(0, 100000, _COUNT),
-        Side.WORKER,
-        "The most connections a worker accepts per wake-up; small values "
-        "spread bursts over the workers. 0 leaves Twisted's adaptive batch.",
-        "The most connections a worker accepts per wake-up. 0 (default) leaves "
-        "Twisted's adaptive batch (100 and more); small values spread bursts "
-        "over the workers.",
+        default=0,
+        flag="accept-batch",
         metavar="N",
+        kind=Whole(0, 100000, _COUNT),
+        side=Side.WORKER,
+        help=(
+            "The most connections a worker accepts per wake-up; small values "
+            "spread bursts over the workers. 0 leaves Twisted's adaptive batch."
+        ),
+        doc=(
+            "The most connections a worker accepts per wake-up. 0 (default) leaves "
+            "Twisted's adaptive batch (100 and more); small values spread bursts "
+            "over the workers."
+        ),
     )
     acceptWakeup: str = setting(
-        ACCEPT_WAKEUPS[0],
-        "accept-wakeup",
-        Choice(ACCEPT_WAKEUPS),
-        Side.WORKER,
-        "How idle workers wait on the shared sockets: exclusive wakes one "
-        "worker per connection (epoll reactor, Linux 4.5+), plain wakes "
-        "every idle worker (Twisted's own registration).",
-        "How idle workers wait on the listening sockets: `exclusive` "
-        "(default) registers them with `EPOLLEXCLUSIVE` in the epoll reactor, "
-        "so one connection wakes one worker; `plain` is Twisted's own "
-        "registration, which wakes every idle worker (the thundering herd). "
-        "Other reactors always wait the plain way.",
+        default=ACCEPT_WAKEUPS[0],
+        flag="accept-wakeup",
         metavar="MODE",
+        kind=Choice(ACCEPT_WAKEUPS),
+        side=Side.WORKER,
+        help=(
+            "How idle workers wait on the shared sockets: exclusive wakes one "
+            "worker per connection (epoll reactor, Linux 4.5+), plain wakes "
+            "every idle worker (Twisted's own registration)."
+        ),
+        doc=(
+            "How idle workers wait on the listening sockets: `exclusive` "
+            "(default) registers them with `EPOLLEXCLUSIVE` in the epoll reactor, "
+            "so one connection wakes one worker; `plain` is Twisted's own "
+            "registration, which wakes every idle worker (the thundering herd). "
+            "Other reactors always wait the plain way."
+        ),
     )
     acceptReorder: int = setting(
-        DEFAULT_ACCEPT_REORDER,
-        "accept-reorder",
-        Whole(0, 2**31, _COUNT),
-        Side.WORKER,
-        "With exclusive wake-ups: re-add a worker's registration after this "
-        "many accepts, sending it to the back of the kernel's wait queue so "
-        "that bursts spread over the workers; 0 never re-adds.",
-        f"With exclusive wake-ups, a worker re-adds its registration after N "
-        f"accepts, which sends it to the back of the kernel's wait queue, so "
-        f"that a burst spreads over the workers, as nginx does. Default "
-        f"{DEFAULT_ACCEPT_REORDER}; 0 never re-adds.",
+        default=DEFAULT_ACCEPT_REORDER,
+        flag="accept-reorder",
         metavar="N",
+        kind=Whole(0, 2**31, _COUNT),
+        side=Side.WORKER,
+        help=(
+            "With exclusive wake-ups: re-add a worker's registration after this "
+            "many accepts, sending it to the back of the kernel's wait queue so "
+            "that bursts spread over the workers; 0 never re-adds."
+        ),
+        doc=(
+            f"With exclusive wake-ups, a worker re-adds its registration after N "
+            f"accepts, which sends it to the back of the kernel's wait queue, so "
+            f"that a burst spreads over the workers, as nginx does. Default "
+            f"{DEFAULT_ACCEPT_REORDER}; 0 never re-adds."
+        ),
     )
     standby: int | None = setting(
-        None,
-        "standby",
-        Whole(0, MAX_WORKERS, _COUNT),
-        Side.MASTER,
-        "Workers kept booted but not accepting, so that a replacement "
-        "accepts at once [default: 1 when workers are recycled (-m, "
-        "--max-worker-memory, --max-worker-age), else 0].",
-        "Workers kept booted, their sockets adopted, but accepting nothing: a "
-        "replacement (allowance, memory, age, crash) then accepts at once, "
-        "without waiting for a boot. Default 1 when workers are recycled "
-        "(`-m`, `--max-worker-memory`, `--max-worker-age`), else 0.",
+        default=None,
+        flag="standby",
         metavar="N",
+        kind=Whole(0, MAX_WORKERS, _COUNT),
+        side=Side.MASTER,
+        help=(
+            "Workers kept booted but not accepting, so that a replacement "
+            "accepts at once [default: 1 when workers are recycled (-m, "
+            "--max-worker-memory, --max-worker-age), else 0]."
+        ),
+        doc=(
+            "Workers kept booted, their sockets adopted, but accepting nothing: a "
+            "replacement (allowance, memory, age, crash) then accepts at once, "
+            "without waiting for a boot. Default 1 when workers are recycled "
+            "(`-m`, `--max-worker-memory`, `--max-worker-age`), else 0."
+        ),
     )
     forkServer: bool = setting(
-        True,
-        "no-fork-server",
-        Flag(negated=True),
-        Side.MASTER,
-        "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
-        "instead of forking it from a template process that has already "
-        "imported Twisted (about 15 ms of CPU in all).",
-        "Start each worker as a fresh interpreter instead of forking it from "
-        "the fork server (see How it works).",
+        default=True,
+        flag="no-fork-server",
+        kind=Flag(negated=True),
+        side=Side.MASTER,
+        help=(
+            "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
+            "instead of forking it from a template process that has already "
+            "imported Twisted (about 15 ms of CPU in all)."
+        ),
+        doc=(
+            "Start each worker as a fresh interpreter instead of forking it from "
+            "the fork server (see How it works)."
+        ),
     )
     preload: bool = setting(
-        False,
-        "preload",
-        Flag(),
-        Side.MASTER,
-        "The fork server imports the application (--protocol or --factory, "
-        "and --worker-init) before forking workers: no worker imports it "
-        "again, and all share its memory. SIGHUP re-imports it in a new "
-        "fork server.",
-        "The fork server imports the application (`--protocol` or "
-        "`--factory`, and `--worker-init`) once, before it forks workers: a "
-        "replacement then costs the same whatever the application's import "
-        "costs, and the workers share its memory with the fork server. "
-        "`SIGHUP` starts a new fork server, which imports the code on disk "
-        "anew. Off by default; see How it works for the trade-off.",
+        default=False,
+        flag="preload",
+        kind=Flag(),
+        side=Side.MASTER,
+        help=(
+            "The fork server imports the application (--protocol or --factory, "
+            "and --worker-init) before forking workers: no worker imports it "
+            "again, and all share its memory. SIGHUP re-imports it in a new "
+            "fork server."
+        ),
+        doc=(
+            "The fork server imports the application (`--protocol` or "
+            "`--factory`, and `--worker-init`) once, before it forks workers: a "
+            "replacement then costs the same whatever the application's import "
+            "costs, and the workers share its memory with the fork server. "
+            "`SIGHUP` starts a new fork server, which imports the code on disk "
+            "anew. Off by default; see How it works for the trade-off."
+        ),
     )
     status: str | None = setting(
-        None,
-        "status",
-        Text("an endpoint description"),
-        Side.MASTER,
-        "Serve a live status page, /status.json and /metrics on this "
-        "endpoint, e.g. tcp:9100:interface=127.0.0.1. Never expose it "
-        "publicly.",
-        "Serve the status page, `/status.json` and `/metrics` there (see "
-        "below). Off by default.",
+        default=None,
+        flag="status",
         metavar="ENDPOINT",
+        kind=Text("an endpoint description"),
+        side=Side.MASTER,
+        help=(
+            "Serve a live status page, /status.json and /metrics on this "
+            "endpoint, e.g. tcp:9100:interface=127.0.0.1. Never expose it "
+            "publicly."
+        ),
+        doc=(
+            "Serve the status page, `/status.json` and `/metrics` there (see "
+            "below). Off by default."
+        ),
     )
     minWorkers: int | None = setting(
-        None,
-        "min-workers",
-        Whole(1, MAX_WORKERS, _WORKERS),
-        Side.MASTER,
-        "With --max-workers: adapt the pool to the listen queue, never "
-        "below this many workers (--workers is the starting count).",
-        "Adapt the pool's size to the listen queue between N and M (see Pool policy).",
+        default=None,
+        flag="min-workers",
         metavar="N",
+        kind=Whole(1, MAX_WORKERS, _WORKERS),
+        side=Side.MASTER,
+        help=(
+            "With --max-workers: adapt the pool to the listen queue, never "
+            "below this many workers (--workers is the starting count)."
+        ),
+        doc=(
+            "Adapt the pool's size to the listen queue between N and M "
+            "(see Pool policy)."
+        ),
     )
     maxWorkers: int | None = setting(
-        None,
-        "max-workers",
-        Whole(1, MAX_WORKERS, _WORKERS),
-        Side.MASTER,
-        "With --min-workers: never above this many workers.",
-        None,
+        default=None,
+        flag="max-workers",
         metavar="M",
+        kind=Whole(1, MAX_WORKERS, _WORKERS),
+        side=Side.MASTER,
+        help="With --min-workers: never above this many workers.",
+        doc=None,
     )
     scaleUpAfter: float = setting(
-        2.0,
-        "scale-up-after",
-        Number(0.1, 3600, "a number of seconds from 0.1 to 3600"),
-        Side.MASTER,
-        "Adaptive pool: seconds connections must keep waiting in the queue "
-        "before a worker is added.",
-        "The adaptive pool's timings, in seconds (defaults 2, 10, 5).",
+        default=2.0,
+        flag="scale-up-after",
+        kind=Number(0.1, 3600, "a number of seconds from 0.1 to 3600"),
+        side=Side.MASTER,
+        help=(
+            "Adaptive pool: seconds connections must keep waiting in the queue "
+            "before a worker is added."
+        ),
+        doc="The adaptive pool's timings, in seconds (defaults 2, 10, 5).",
     )
     scaleDownAfter: float = setting(
-        10.0,
-        "scale-down-after",
-        Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
-        Side.MASTER,
-        "Adaptive pool: seconds of slack (nothing waiting, workers mostly "
-        "idle) before a worker is retired.",
-        None,
+        default=10.0,
+        flag="scale-down-after",
+        kind=Number(0.1, 86400, "a number of seconds from 0.1 to 86400"),
+        side=Side.MASTER,
+        help=(
+            "Adaptive pool: seconds of slack (nothing waiting, workers mostly "
+            "idle) before a worker is retired."
+        ),
+        doc=None,
     )
     scaleCooldown: float = setting(
-        5.0,
-        "scale-cooldown",
-        Number(0, 86400, _SECONDS),
-        Side.MASTER,
-        "Adaptive pool: least seconds between two changes of size.",
-        None,
+        default=5.0,
+        flag="scale-cooldown",
+        kind=Number(0, 86400, _SECONDS),
+        side=Side.MASTER,
+        help="Adaptive pool: least seconds between two changes of size.",
+        doc=None,
     )
     maxWorkerMemory: int = setting(
-        0,
-        "max-worker-memory",
-        Number(0, 2**40, "a number of megabytes, 0 or more"),
-        Side.MASTER,
-        "Megabytes of resident memory a worker may use before it is "
-        "replaced (gracefully, replacement first); 0 means no limit.",
-        "Replace a worker whose resident memory passes this (replacement "
-        "first). 0 (default) means no limit.",
+        default=0,
+        flag="max-worker-memory",
         metavar="MB",
+        kind=Number(0, 2**40, "a number of megabytes, 0 or more"),
+        side=Side.MASTER,
         scale=MIB,
+        help=(
+            "Megabytes of resident memory a worker may use before it is "
+            "replaced (gracefully, replacement first); 0 means no limit."
+        ),
+        doc=(
+            "Replace a worker whose resident memory passes this (replacement "
+            "first). 0 (default) means no limit."
+        ),
     )
     maxWorkerAge: float = setting(
-        0,
-        "max-worker-age",
-        Number(0, 10**9, _AT_LEAST_0),
-        Side.MASTER,
-        "Seconds a worker may serve before it is replaced; 0 means no limit.",
-        "Replace a worker older than this plus a random jitter (default a "
-        "tenth). 0 (default) means no limit.",
+        default=0,
+        flag="max-worker-age",
         metavar="SECONDS",
+        kind=Number(0, 10**9, _AT_LEAST_0),
+        side=Side.MASTER,
+        help="Seconds a worker may serve before it is replaced; 0 means no limit.",
+        doc=(
+            "Replace a worker older than this plus a random jitter (default a "
+            "tenth). 0 (default) means no limit."
+        ),
     )
     maxWorkerAgeJitter: float | None = setting(
-        None,
-        "max-worker-age-jitter",
-        Number(0, 10**9, _AT_LEAST_0),
-        Side.MASTER,
-        "Each worker's age limit is --max-worker-age plus a random 0 to "
-        "this many seconds [default: a tenth of --max-worker-age].",
-        None,
+        default=None,
+        flag="max-worker-age-jitter",
         metavar="SECONDS",
+        kind=Number(0, 10**9, _AT_LEAST_0),
+        side=Side.MASTER,
+        help=(
+            "Each worker's age limit is --max-worker-age plus a random 0 to "
+            "this many seconds [default: a tenth of --max-worker-age]."
+        ),
+        doc=None,
     )
     minWorkerLifetime: float = setting(
-        30.0,
-        "min-worker-lifetime",
-        Number(0, 10**9, _AT_LEAST_0),
-        Side.MASTER,
-        "No worker younger than this many seconds is replaced for memory "
-        "or age, so a limit set too low cannot make a spawn loop.",
-        "No worker younger than this is replaced for memory or age. Default 30.",
+        default=30.0,
+        flag="min-worker-lifetime",
         metavar="SECONDS",
+        kind=Number(0, 10**9, _AT_LEAST_0),
+        side=Side.MASTER,
+        help=(
+            "No worker younger than this many seconds is replaced for memory "
+            "or age, so a limit set too low cannot make a spawn loop."
+        ),
+        doc="No worker younger than this is replaced for memory or age. Default 30.",
     )
 
     def __post_init__(self) -> None:

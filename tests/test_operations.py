@@ -299,13 +299,18 @@ def test_replacement_log_lines(serve: StartMaster) -> None:
     A worker retired by SIGTERM says why and how it ends in one line, and
     its forked replacement's start is one line of the master's, with no
     "(pid None)" in it: the lines a replacement costs are few, and each
-    says something.
+    says something.  Its ReplaceMe reaches the master before it exits
+    (it has nothing open, so it exits at once): its exit is a retirement,
+    not a crash.
     """
     master = serve("-w", "1", "-p", "tests.apps.PidEcho")
     master.waitForWorkers(1)
     (old,) = master.liveWorkers()
     os.kill(old, signal.SIGTERM)
     master.waitForLine(r"worker 2 \(pid \d+\) is accepting")
+    exited = master.waitForLine(rf"worker 1 \(pid {old}\) exited .*").group(0)
+    assert "replacing it" not in exited
+    assert master.count(rf"worker 1 \(pid {old}\) is retiring \(signal\)") == 1
     line = master.waitForLine(rf"\[worker 1 pid {old}\] .*stopped accepting").string
     assert line.endswith(
         "received SIGTERM: stopped accepting after 0 connections; finishing 0 open"

@@ -7,6 +7,7 @@ fake clock, and no process at all.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -502,6 +503,35 @@ def test_fork_server_client(listening: list[int]) -> None:
 
     channel.dataReceived(forking.encode(forking.Exited(42, 3 << 8)) + b"\n")
     assert pool.exits == [(1, "exited with status 3")]
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
+
+
+def test_kill_before_the_fork_is_sent_at_birth(
+    listening: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A worker killed while the fork server has not yet forked it (its boot
+    timeout ran out first) is killed once it is born: otherwise a worker
+    that hangs at start lives on, and the pool waits for its exit for
+    ever.  A stack dump asked for meanwhile is not sent (it would kill a
+    worker that has not set its handler yet).
+    """
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    reactor, pool = ProcessReactor(), FakePool()
+    server, channel, _ = connectedServer(reactor, listening)
+    worker = newWorker(1, reactor, pool)
+    server.fork(worker, config(1))
+    worker.dumpStack()
+    worker.kill()
+    assert sent == []
+    pairs = [socket.socketpair() for _ in range(forking.FORKED_FDS)]
+    for ours, _ in pairs:
+        channel.fileDescriptorReceived(os.dup(ours.fileno()))
+    channel.dataReceived(b"forked 42\n")
+    assert sent == [(42, signal.SIGKILL)]
     for ours, theirs in pairs:
         ours.close()
         theirs.close()

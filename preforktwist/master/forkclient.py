@@ -162,7 +162,7 @@ class ForkServerProcess(ProcessProtocol):
         # every line of the worker's own (and the pool's about it) from
         # here on carries the pid.  A line per fork was one more of a
         # replacement's few, read and written by the master each time.
-        worker.pid = pid
+        worker.bornAs(pid)
         worker.adoptControl(controlFD)
         worker.adoptOutput(1, outFD)
         worker.adoptOutput(2, errFD)

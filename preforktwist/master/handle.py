@@ -257,6 +257,8 @@ class WorkerProcess(ProcessProtocol):
         self._exitReason: Failure | None = None
         self._controlLostWhy = ""
         self._exitReport: Any = None
+        #: Ends (KILL, TERM) asked for before the fork server said its pid.
+        self._unsent: list[int] = []
 
     def describe(self) -> str:
         """
@@ -270,6 +272,19 @@ class WorkerProcess(ProcessProtocol):
     # How the process came to be is its starter's business
     # (L{preforktwist.master.starters}); a spawned worker is connected as
     # Twisted's child, a forked one by these.
+
+    def bornAs(self, pid: int) -> None:
+        """
+        The fork server forked this worker as C{pid}: the signals asked for
+        while it was still to be forked are sent now (the boot timeout's
+        KILL, say: without it, a worker that hangs at start, forked after
+        its timeout because the fork server was slow, would never be
+        killed, and the pool would wait for its exit for ever).
+        """
+        self.pid = pid
+        unsent, self._unsent = self._unsent, []
+        for signum in unsent:
+            self._signal(signum)
 
     def adoptControl(self, fd: int) -> None:
         """
@@ -388,9 +403,15 @@ class WorkerProcess(ProcessProtocol):
         L{processExited}, the pid is still the worker's: Twisted reaps its
         children and reports their exit in the same call.
         """
-        if self.exited or self.pid is None:
+        if self.exited:
             return
         signum = name if isinstance(name, int) else getattr(signal, "SIG" + name)
+        if self.pid is None:
+            # Not forked yet: an end asked for is sent by L{bornAs}; a stack
+            # dump is not (before its handler is set, it would kill).
+            if signum in (signal.SIGKILL, signal.SIGTERM):
+                self._unsent.append(signum)
+            return
         try:
             os.kill(self.pid, signum)
         except OSError:
