@@ -9,6 +9,10 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from preforktwist.interfaces import IRetiring
 
 
 class PidEcho(Protocol):
@@ -33,6 +37,34 @@ class PidHold(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(b"%d\n" % os.getpid())
+
+
+@implementer(IRetiring)
+class GoingAway(PidHold):
+    """
+    L{PidHold} that, when its worker retires, says so and closes.
+    """
+
+    def retiring(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"going away\n")
+        self.transport.loseConnection()
+
+
+@implementer(IRetiring)
+class GoingAwayFactory(Factory):
+    """
+    Serves L{GoingAway}, and logs when its worker retires.
+    """
+
+    protocol = GoingAway
+    log = Logger()
+
+    def retiring(self) -> None:
+        self.log.info("factory told: retiring")
+
+
+goingAway = GoingAwayFactory()
 
 
 class SlowReply(Protocol):

@@ -37,6 +37,15 @@ The names, by the job that needs them:
     write may go to the socket at once, as Twisted's own buffered write
     would send it a turn later, only if nothing is waiting to be sent
     before it and the write side is open.
+  - C{twisted.web.http._GenericHTTPChannelProtocol} and its C{_channel}
+    (L{httpChannel}): C{Site} and every C{HTTPFactory} build this
+    private wrapper around the C{HTTPChannel} (it switches to HTTP/2 after
+    ALPN); a retiring worker must reach the channel to close it when idle.
+  - C{HTTPChannel._dataBuffer} and C{LineReceiver._buffer}
+    (L{unparsedInput}): what a channel has read but not yet parsed, the
+    pipelined requests behind the one being answered; a retiring worker
+    answers those before it closes the connection, and no public name
+    says whether there are any.
   - C{twisted.protocols.haproxy._wrapper} and the wrapper's
     C{_proxyInfo} (L{HAProxyWrappingFactory}, L{proxyInfo}): the public
     API is an endpoint wrapper only, and the worker serves adopted
@@ -64,6 +73,7 @@ __all__ = [
     "addExclusiveReader",
     "forgetRegistrations",
     "forgetWaker",
+    "httpChannel",
     "isReading",
     "pollerDescriptor",
     "portFromDescriptor",
@@ -71,6 +81,7 @@ __all__ = [
     "reservedDescriptor",
     "sendsNow",
     "takeAdoptedSocket",
+    "unparsedInput",
     "usesEpoll",
 ]
 
@@ -215,3 +226,27 @@ def sendsNow(transport: Any) -> bool:
         or len(transport.dataBuffer) > transport.offset
         or transport.TLS
     )
+
+
+def httpChannel(protocol: object) -> object | None:
+    """
+    The channel inside the protocol a twisted.web C{HTTPFactory} builds (an
+    C{HTTPChannel}, or C{H2Connection} after HTTP/2 was negotiated), or
+    L{None} if C{protocol} is not that wrapper.  Only called once
+    C{twisted.web.http} is imported: a worker serving no web site never
+    loads it.
+    """
+    from twisted.web.http import _GenericHTTPChannelProtocol
+
+    if isinstance(protocol, _GenericHTTPChannelProtocol):
+        return protocol._channel
+    return None
+
+
+def unparsedInput(channel: Any) -> int:
+    """
+    How many bytes an C{HTTPChannel} has read and not yet parsed: pipelined
+    requests held back while one is answered, or the start of the next.
+    """
+    held = sum(len(chunk) for chunk in channel._dataBuffer)
+    return held + len(channel._buffer)
