@@ -77,7 +77,7 @@ class Kind:
     """
     What the values of a setting must be.  L{parse} reads the command
     line's text, L{check} a keyword's value; both return the value to keep
-    or raise L{ValueError} with the reason alone (L{Setting} adds the flag).
+    or raise C{ValueError} with the reason alone (L{Setting} adds the flag).
     """
 
     @property
@@ -193,7 +193,7 @@ class Whole(Ranged):
 @dataclass(frozen=True)
 class WholeOrAuto(Whole):
     """
-    A whole number from C{low} to C{high}, or C{auto} (kept as L{None}):
+    A whole number from C{low} to C{high}, or C{auto} (kept as C{None}):
     the value is then worked out where it is used, from what only that
     process knows (C{--max-concurrent} from a worker's open-file limit).
     """
@@ -299,11 +299,11 @@ class Setting:
     @ivar name: the field's name, the keyword of L{PreforkService}.
     @ivar default: the field's default, the one default of the setting.
     @ivar flag: the long command-line flag, without its dashes.
-    @ivar short: the one-letter flag, or L{None}.
+    @ivar short: the one-letter flag, or C{None}.
     @ivar kind: what a value must be.
     @ivar side: who needs it.
     @ivar help: the text of C{--help}.
-    @ivar doc: the text of the README's table; L{None} to share the row of
+    @ivar doc: the text of the README's table; C{None} to share the row of
         the setting declared before it.
     @ivar metavar: what the README shows after the flag, e.g. C{SECONDS}.
     @ivar scale: the flag's unit in the keyword's units (C{--max-worker-
@@ -345,7 +345,7 @@ class Setting:
     @property
     def coercer(self) -> Callable[[str], Any] | None:
         """
-        The coercer for L{usage.Options}, or L{None} to keep the text.
+        The coercer for L{twisted.python.usage.Options}, or C{None} to keep the text.
         """
         if isinstance(self.kind, Text):
             return None
@@ -792,9 +792,9 @@ class Settings:
         kind=Flag(negated=True),
         side=Side.MASTER,
         help=(
-            "Start each worker as a fresh interpreter (about 0.3 s of CPU) "
-            "instead of forking it from a template process that has already "
-            "imported Twisted (about 15 ms of CPU in all)."
+            "Start each worker as a fresh interpreter, which imports Twisted "
+            "anew, instead of forking it from a template process that has "
+            "already imported it (a small fraction of the CPU)."
         ),
         doc=(
             "Start each worker as a fresh interpreter instead of forking it from "

@@ -33,8 +33,8 @@ class FileLimit:
 
     @ivar before: the soft limit the process started with.
     @ivar soft: the soft limit now.
-    @ivar hard: the hard limit (L{resource.RLIM_INFINITY} for none).
-    @ivar error: why the raise failed, or L{None}.
+    @ivar hard: the hard limit (C{resource.RLIM_INFINITY} for none).
+    @ivar error: why the raise failed, or C{None}.
     """
 
     before: int

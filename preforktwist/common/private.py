@@ -198,7 +198,7 @@ def forgetWaker(reactor: Any) -> None:
 
 def proxyInfo(wrapper: HAProxyProtocolWrapper) -> object | None:
     """
-    What Twisted's PROXY wrapper has parsed of the header: L{None} until
+    What Twisted's PROXY wrapper has parsed of the header: C{None} until
     the whole header has been read.
     """
     return wrapper._proxyInfo
@@ -208,7 +208,7 @@ def httpChannel(protocol: object) -> object | None:
     """
     The channel inside the protocol a twisted.web C{HTTPFactory} builds (an
     C{HTTPChannel}, or C{H2Connection} after HTTP/2 was negotiated), or
-    L{None} if C{protocol} is not that wrapper.  Only called once
+    C{None} if C{protocol} is not that wrapper.  Only called once
     C{twisted.web.http} is imported: a worker serving no web site never
     loads it.
     """

@@ -234,7 +234,7 @@ class WorkerProcess(ProcessProtocol):
     @ivar firstByteTimeouts: connections it closed for sending nothing, as
         last reported.
     @ivar maxConcurrent: the cap on open connections it settled on (0 for none),
-        as it said when ready; L{None} before, or from a worker that does
+        as it said when ready; C{None} before, or from a worker that does
         not say.
     """
 

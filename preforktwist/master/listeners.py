@@ -204,7 +204,7 @@ def listenQueue(sock: socket.socket | None) -> tuple[int, int] | None:
     the queue's size, from Linux's C{TCP_INFO}: for a listening socket,
     C{tcpi_unacked} is the queue's length and C{tcpi_sacked} its limit.
 
-    @return: L{None} where the kernel cannot say (UNIX sockets, other
+    @return: C{None} where the kernel cannot say (UNIX sockets, other
         systems).
     """
     tcpInfo = getattr(socket, "TCP_INFO", None)

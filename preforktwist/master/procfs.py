@@ -3,7 +3,7 @@ What the master reads of its workers in C{/proc}: memory, CPU time, and
 whether a process still runs.
 
 The status page, the memory limit, the autoscaler and the fork server's
-orphan watch all read these; a pid that is gone gives L{None} (or
+orphan watch all read these; a pid that is gone gives C{None} (or
 C{False}), never an exception.
 """
 
@@ -14,7 +14,7 @@ import os
 
 def residentBytes(pid: int | None) -> int | None:
     """
-    A process's resident set size, from C{/proc}; L{None} if unknown.
+    A process's resident set size, from C{/proc}; C{None} if unknown.
     """
     if pid is None:
         return None
@@ -31,7 +31,7 @@ def residentBytes(pid: int | None) -> int | None:
 def statFields(pid: int) -> list[bytes] | None:
     """
     The fields of C{/proc/PID/stat} that follow the command name, from the
-    state on (field 3 in proc(5), at index 0 here); L{None} if unknown.
+    state on (field 3 in proc(5), at index 0 here); C{None} if unknown.
     The name is in parentheses and may hold spaces and parentheses itself,
     so the fields begin after the last C{)}.
     """

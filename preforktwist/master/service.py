@@ -65,8 +65,8 @@ class PreforkService(MultiService):
     Put it in a C{MultiService} beside any other service.  The sockets are
     bound in L{privilegedStartService}, so C{twistd --uid/--gid} can bind a
     low port as root while the workers run unprivileged.  L{stopService}
-    returns a L{Deferred} that fires when every worker has finished its
-    open connections and exited.
+    returns a L{Deferred<twisted.internet.defer.Deferred>} that fires when
+    every worker has finished its open connections and exited.
 
     While it runs, the master's signals act on it (and on every other
     pre-forked service in the process): SIGINT and SIGTERM stop the
@@ -309,7 +309,7 @@ class PreforkService(MultiService):
 
     def _allotLoadSlot(self, number: int) -> int | None:
         """
-        A slot on the load board for the new worker C{number}, or L{None}
+        A slot on the load board for the new worker C{number}, or C{None}
         if there is no board or no free slot (that worker then accepts
         without weighing its siblings).
         """

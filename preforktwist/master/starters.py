@@ -4,9 +4,9 @@ its two implementations.  L{PreforkService} picks one when it is made and
 never asks again.
 
   - L{FreshInterpreterStarter}: C{python -m preforktwist.worker.main
-    CONFIG-JSON}, a child of the master (about 0.3 s of CPU each).
+    CONFIG-JSON}, a child of the master that imports Twisted anew.
   - L{ForkServerStarter}: a fork of the template process
-    (L{preforktwist.worker.forkserver}, about 15 ms of CPU each), with the
+    (L{preforktwist.worker.forkserver}, a small fraction of that), with the
     fork server's whole life: its start, its renewal on reload, its restart
     after a death, and fresh interpreters whenever it cannot serve.
 """
@@ -216,7 +216,7 @@ class ForkServerStarter:
     def _liveServer(self) -> ForkServerProcess | None:
         """
         The fork server to ask for a worker, started again if it is gone
-        and its last start is long enough ago; L{None} for a fresh
+        and its last start is long enough ago; C{None} for a fresh
         interpreter.
         """
         server = self.server

@@ -93,7 +93,7 @@ def watchdogInterval(environ: Mapping[str, str], pid: int) -> float | None:
     """
     Seconds between two C{WATCHDOG=1}: half of C{WATCHDOG_USEC}, if systemd
     set it for process C{pid} (C{WATCHDOG_PID}, when set, names the process
-    it watches), as C{sd_watchdog_enabled} reads them; L{None} if it did
+    it watches), as C{sd_watchdog_enabled} reads them; C{None} if it did
     not.
     """
     usec = environ.get("WATCHDOG_USEC")

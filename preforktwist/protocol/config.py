@@ -34,8 +34,8 @@ class WorkerConfig:
     @ivar number: the worker's serial number, unique in this master's life.
     @ivar masterPid: the master's pid, to notice a master that died while
         the worker was starting.
-    @ivar protocol: dotted name of a C{Protocol} subclass, or L{None}.
-    @ivar factory: dotted name of a factory or factory callable, or L{None}.
+    @ivar protocol: dotted name of a C{Protocol} subclass, or C{None}.
+    @ivar factory: dotted name of a factory or factory callable, or C{None}.
     @ivar families: the address family of each listening socket, in fd order
         from L{FIRST_LISTEN_FD}.
     @ivar listen: the endpoint descriptions, for the process title and logs.
@@ -49,7 +49,7 @@ class WorkerConfig:
     @ivar replaceAt: the share of the allowance after which to ask for the
         replacement ahead of time; 1 to ask only when it is used up.
     @ivar maxConcurrent: connections to hold open at once; 0 for no cap;
-        L{None} for what the worker's open-file limit allows.
+        C{None} for what the worker's open-file limit allows.
     @ivar firstByteTimeout: seconds a connection may stay silent after it
         is accepted before it is closed; 0 for never.
     @ivar acceptBatch: connections to accept per wake-up at most; 0 for
@@ -63,7 +63,7 @@ class WorkerConfig:
     @ivar countsInterval: seconds between L{Counts} reports.
     @ivar workerInit: dotted name of a callable to run before accepting.
     @ivar loadSlot: this worker's slot on the master's load board, whose
-        descriptor follows the listening sockets; L{None} when the master
+        descriptor follows the listening sockets; C{None} when the master
         keeps none (not Linux).
     """
 

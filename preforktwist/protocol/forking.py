@@ -28,7 +28,7 @@ Fork server to master:
 
 A line of an unknown kind is ignored, so that either side may learn new
 messages first; a known kind with arguments that do not parse is a broken
-peer, and raises L{ValueError}.
+peer, and raises C{ValueError}.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ Report = Forked | Exited
 
 def encode(message: Command | Report) -> bytes:
     """
-    One message as its line, without the delimiter (L{LineReceiver.sendLine}
-    adds it).
+    One message as its line, without the delimiter
+    (L{twisted.protocols.basic.LineReceiver.sendLine} adds it).
     """
     if isinstance(message, Fork):
         return b"fork " + message.config.toJSON().encode()
@@ -109,7 +109,7 @@ def decodeCommand(line: bytes) -> Command | None:
     """
     A line the fork server received, without its delimiter.
 
-    @return: the command, or L{None} for a kind this version does not know.
+    @return: the command, or C{None} for a kind this version does not know.
     @raise ValueError: for a known kind whose argument does not parse.
     """
     verb, _, argument = line.partition(b" ")
@@ -127,7 +127,7 @@ def decodeReport(line: bytes) -> Report | None:
     """
     A line the master received, without its delimiter.
 
-    @return: the report, or L{None} for a kind this version does not know.
+    @return: the report, or C{None} for a kind this version does not know.
     @raise ValueError: for a known kind whose arguments do not parse.
     """
     words = line.split()

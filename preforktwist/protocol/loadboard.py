@@ -48,7 +48,7 @@ class LoadBoard:
     """
     One process's view of the board.
 
-    @ivar fd: the memory file's descriptor, or L{None} once closed (a worker
+    @ivar fd: the memory file's descriptor, or C{None} once closed (a worker
         closes it as soon as it has mapped the memory).
     @ivar capacity: how many slots the board has.
     """
@@ -120,7 +120,7 @@ class LoadBoard:
     def leastBusy(self, slot: int) -> tuple[int, int] | None:
         """
         The accepting worker other than the one in C{slot} that holds the
-        fewest connections, as (its slot, its count); L{None} if there is
+        fewest connections, as (its slot, its count); C{None} if there is
         no other.
         """
         inUse = self._words[0]

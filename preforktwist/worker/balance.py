@@ -87,7 +87,7 @@ class Balance:
 
     def publish(self, open: int | None) -> None:
         """
-        Tell the siblings how many connections this worker holds; L{None}:
+        Tell the siblings how many connections this worker holds; C{None}:
         it takes none (held, closing, draining at a stop).
         """
         if self.board is not None:
@@ -113,7 +113,7 @@ class Balance:
     def room(self, open: int) -> int | None:
         """
         How many connections a worker holding C{open} may accept before it
-        holds clearly more than its least busy sibling: L{None} for no
+        holds clearly more than its least busy sibling: C{None} for no
         limit (no board, no sibling accepting, or churning), 0 to leave the
         next connections to the siblings for a moment.  If the least busy
         one has not moved during L{BALANCE_PATIENCE} whole waits, it is not

@@ -83,7 +83,7 @@ class AcceptBudget:
 
     def room(self) -> int | None:
         """
-        How many connections may be accepted right now; L{None} for no limit.
+        How many connections may be accepted right now; C{None} for no limit.
         """
         if self.closing or self.held:
             return 0

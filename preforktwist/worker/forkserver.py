@@ -3,14 +3,14 @@ The fork server, C{python -m preforktwist.worker.forkserver}: a template process
 that has already imported Twisted and preforktwist, and forks ready workers
 on the master's request.
 
-A fresh interpreter that imports Twisted costs about 0.3 s of CPU; a
-worker forked from this template costs about 15 ms in all processes until
-it accepts: the fork itself about 1 ms here, the new worker's start about
-5 ms (mostly the copy-on-write faults its code takes), the retiring
-worker's end and the master's part the rest (README, "What a replacement
-costs"; C{bench/forkfloor.py} measures the floor).  That is what makes
-recycling workers every few hundred connections affordable at thousands
-of connections a second.
+A fresh interpreter spends most of its start importing Twisted; a worker
+forked from this template starts with that done, so a replacement costs
+a small fraction of a fresh start (the fork, the copy-on-write faults the
+new worker's code takes, the retiring worker's end and the master's part;
+the documentation's "What a replacement costs" explains it, and
+C{bench/RESULTS.md} has the figures).  That is what makes recycling
+workers every few hundred connections affordable at thousands of
+connections a second.
 
 The template is spawned by the master with the listening sockets from fd 4
 on and a control socket on fd 3.  It runs no reactor and creates no
@@ -24,7 +24,7 @@ share those pages; since user code may touch the reactor at import, each
 child then gives the reactor a poller and waker of its own
 (L{preforktwist.worker.afterfork}) before anything runs.  Its blocking loop
 reads the master's commands, one a line (the messages are declared in
-L{preforktwist.protocol.forking}):
+L{preforktwist.protocol.forking})::
 
     fork CONFIG-JSON
 
@@ -94,8 +94,8 @@ def _warmInterfaces() -> None:
     classes every worker instantiates.  zope.interface computes a class's
     declaration (its resolution order of interfaces) the first time an
     instance is asked what it provides, and caches it on the class: done
-    here, every fork inherits the cache instead of computing it again (about
-    2 ms of CPU per worker).
+    here, every fork inherits the cache instead of computing it again, in
+    every worker.
     """
     from twisted.internet import tcp, unix
     from twisted.internet.interfaces import ILoggingContext
@@ -343,8 +343,8 @@ def _closeAllBut(keep: set[int]) -> None:
     Close every descriptor not in C{keep}, those open being listed.
 
     Not C{os.closerange} up to the open-file limit: it is one
-    C{close_range} system call on Linux 5.9 and later (0.09 ms less per
-    worker, measured), but where that call is missing or filtered CPython
+    C{close_range} system call on Linux 5.9 and later (a little cheaper
+    per worker), but where that call is missing or filtered CPython
     falls back to a C{close()} per number, and the master has raised the
     limit to the hard one, often a million or more.
     """

@@ -75,7 +75,7 @@ def loadFactory(protocol: str | None, factory: str | None) -> IProtocolFactory:
 def loadWorkerInit(name: str) -> Callable[[], object]:
     """
     Import the C{--worker-init} callable.  It takes no arguments and may
-    return a L{Deferred}.
+    return a L{twisted.internet.defer.Deferred}.
 
     @raise FactoryError: it cannot be imported or is not callable.
     """

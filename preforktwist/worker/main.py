@@ -104,7 +104,7 @@ def concurrencyCap(wanted: int | None, soft: int) -> int:
     """
     The cap on open connections a worker keeps, for C{--max-concurrent}
     C{wanted} and a soft open-file limit C{soft}: what the limit allows
-    (less L{FD_RESERVE}) for C{auto} (L{None}), and never more than that
+    (less L{FD_RESERVE}) for C{auto} (C{None}), and never more than that
     for a number; 0 stays 0 (no cap).
 
     A worker that runs out of descriptors makes Twisted accept and close
@@ -184,7 +184,7 @@ def run(config: WorkerConfig, parentPid: int | None) -> NoReturn:
 
     @param parentPid: the master, when it started this worker itself: its
         death then ends the worker too (a backstop to the control channel's
-        EOF).  L{None} for a worker forked by the fork server, which must
+        EOF).  C{None} for a worker forked by the fork server, which must
         outlive the fork server if need be.
     """
     leaveTerminalGroup()

@@ -126,7 +126,7 @@ def _standbyTakesOver(pool: Pool, before: Snapshot) -> str | None:
     return None
 
 
-#: Each invariant: what it finds broken, or L{None}.
+#: Each invariant: what it finds broken, or C{None}.
 INVARIANTS: tuple[Callable[[Pool, Snapshot], str | None], ...] = (
     _stopping,
     _bound,

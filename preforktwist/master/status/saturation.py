@@ -54,7 +54,7 @@ def isSaturated(pool: Pool) -> bool:
 
 def queued(listeners: Sequence[Listener]) -> int | None:
     """
-    Connections waiting in the listening sockets' queues, in all; L{None}
+    Connections waiting in the listening sockets' queues, in all; C{None}
     if the kernel says for none of them (UNIX sockets).
     """
     depths = [listenQueue(listener.socket) for listener in listeners]
@@ -69,7 +69,7 @@ class SaturationWatch(PeriodicService):
     one beginning per C{repeat} seconds: the next line counts the others.
 
     @ivar since: when the current saturation began (clock seconds), or
-        L{None}.
+        C{None}.
     """
 
     log = NamedLogger("preforktwist.pool.Pool")

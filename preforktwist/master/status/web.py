@@ -11,9 +11,8 @@ is served by C{twisted.web.http} (Twisted's HTTP/1.1 server: parsing,
 keep-alive, pipelining, timeouts) with a request that looks its path up in
 that table, rather than by C{twisted.web.server}'s C{Site} and resource
 tree: that module also imports Perspective Broker, C{twisted.cred} and the
-template system (for sessions and error pages), 2.3 MB of the master's
-resident memory that this endpoint never uses (issue 12 holds the master
-to 40 MiB).
+template system (for sessions and error pages): resident memory of the
+master's that this endpoint never uses, in a process meant to stay small.
 """
 
 from __future__ import annotations
