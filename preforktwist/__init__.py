@@ -8,6 +8,8 @@ application beside any other Twisted service.
 
 L{PreforkService} is imported on first use: the workers and the fork
 server import this package too, and need none of the master's modules.
+C{__version__} is read from the installed distribution's metadata on first
+use too: C{pyproject.toml} declares the version, once.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from preforktwist.master.service import PreforkService
 
-__all__ = ["PreforkService"]
+__all__ = ["PreforkService", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +25,12 @@ def __getattr__(name: str) -> Any:
         from preforktwist.master.service import PreforkService
 
         return PreforkService
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("preforktwist")
+        except PackageNotFoundError:
+            # A checkout on sys.path that was never installed.
+            return "0+unknown"
     raise AttributeError(f"module 'preforktwist' has no attribute {name!r}")
