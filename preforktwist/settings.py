@@ -5,11 +5,12 @@ Each field of L{Settings} is one setting: its name (the keyword a C{.tac}
 file passes to L{preforktwist.PreforkService}), its type and default, and,
 in its metadata, its command-line flag, the check its values must pass,
 the side that needs it (master, worker or both), the text of C{--help} and
-the text of the README's options table.  From that one declaration come
+the text of the options reference.  From that one declaration come
 C{twistd preforked}'s options (L{preforktwist.tap}), the checks that both
 the command line and the keywords go through, with one message format
 (C{--option: reason}), the part a worker is told (L{workerConfig}) and the
-README's table (C{python -m preforktwist.settings} prints it).
+options reference of the documentation (L{optionGroups}, which the
+documentation's build renders).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def defaultWorkerCount() -> int:
 class SettingError(ValueError):
     """
     A value that cannot work.  The message is one line, C{--option: reason},
-    naming the command-line flag even for a keyword: the README documents
-    the flags.
+    naming the command-line flag even for a keyword: the documentation
+    names the flags.
     """
 
 
@@ -303,9 +304,11 @@ class Setting:
     @ivar kind: what a value must be.
     @ivar side: who needs it.
     @ivar help: the text of C{--help}.
-    @ivar doc: the text of the README's table; C{None} to share the row of
-        the setting declared before it.
-    @ivar metavar: what the README shows after the flag, e.g. C{SECONDS}.
+    @ivar doc: the text of the options reference, in Markdown's inline
+        code spans; C{None} to share the entry of the setting declared
+        before it.
+    @ivar metavar: what the reference shows after the flag, e.g.
+        C{SECONDS}.
     @ivar scale: the flag's unit in the keyword's units (C{--max-worker-
         memory} is in megabytes, C{maxWorkerMemory} in bytes).
     """
@@ -394,16 +397,6 @@ class Setting:
             return value / self.scale
         return value
 
-    # The README.
-
-    @property
-    def cell(self) -> str:
-        """
-        How the README names the flag: C{`-l`, `--listen ENDPOINT`}.
-        """
-        long = f"`--{self.flag} {self.metavar}`" if self.metavar else f"`--{self.flag}`"
-        return f"`-{self.short}`, {long}" if self.short else long
-
 
 def setting(
     *,
@@ -481,7 +474,11 @@ class Settings:
             "as from HAProxy's send-proxy or send-proxy-v2); the protocol sees "
             "the client's address in transport.getPeer()."
         ),
-        doc="Every connection starts with a PROXY header (v1 or v2); see Deployment.",
+        doc=(
+            "Every connection starts with a PROXY header (v1 or v2), as HAProxy's "
+            "`send-proxy` or `send-proxy-v2` sends it; the protocol sees the "
+            "client's address in `transport.getPeer()` from `connectionMade` on."
+        ),
     )
     protocol: str | None = setting(
         default=None,
@@ -798,7 +795,8 @@ class Settings:
         ),
         doc=(
             "Start each worker as a fresh interpreter instead of forking it from "
-            "the fork server (see How it works)."
+            "the fork server, a template process that has already imported "
+            "Twisted."
         ),
     )
     preload: bool = setting(
@@ -818,7 +816,8 @@ class Settings:
             "replacement then costs the same whatever the application's import "
             "costs, and the workers share its memory with the fork server. "
             "`SIGHUP` starts a new fork server, which imports the code on disk "
-            "anew. Off by default; see How it works for the trade-off."
+            "anew. Off by default, for the traps of running the application's "
+            "import once for every worker."
         ),
     )
     status: str | None = setting(
@@ -833,8 +832,8 @@ class Settings:
             "publicly."
         ),
         doc=(
-            "Serve the status page, `/status.json` and `/metrics` there (see "
-            "below). Off by default."
+            "Serve the status page, `/status.json`, `/metrics`, `/readyz` and "
+            "`/livez` there, over HTTP. Off by default; never expose it publicly."
         ),
     )
     minWorkers: int | None = setting(
@@ -848,8 +847,9 @@ class Settings:
             "below this many workers (--workers is the starting count)."
         ),
         doc=(
-            "Adapt the pool's size to the listen queue between N and M "
-            "(see Pool policy)."
+            "Adapt the pool's size to the listen queue between N and M: one "
+            "worker more while connections keep waiting, one fewer while the "
+            "pool has room to spare."
         ),
     )
     maxWorkers: int | None = setting(
@@ -1020,7 +1020,7 @@ class Settings:
         return self.minWorkers is not None and self.maxWorkers is not None
 
 
-#: Every setting, in the README's order.
+#: Every setting, in the order the reference lists them.
 SETTINGS: tuple[Setting, ...] = tuple(
     replace(f.metadata["setting"], name=f.name, default=f.default)
     for f in fields(Settings)
@@ -1087,21 +1087,17 @@ def _wire(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def readmeTable() -> str:
+def optionGroups() -> list[tuple[Setting, ...]]:
     """
-    The README's options table, in Markdown, one row per setting (a setting
-    without its own text shares the row of the one before it).
+    The settings as the options reference lists them: one entry per
+    setting with its own text, and a setting without (C{doc} is C{None})
+    in the entry of the one declared before it (C{--max-workers} beside
+    C{--min-workers}).
     """
-    rows: list[tuple[list[str], str]] = []
+    groups: list[list[Setting]] = []
     for each in SETTINGS:
         if each.doc is None:
-            rows[-1][0].append(each.cell)
+            groups[-1].append(each)
         else:
-            rows.append(([each.cell], each.doc))
-    lines = ["| option | meaning |", "| --- | --- |"]
-    lines += [f"| {', '.join(cells)} | {doc} |" for cells, doc in rows]
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(readmeTable(), end="")
+            groups.append([each])
+    return [tuple(group) for group in groups]

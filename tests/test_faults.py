@@ -840,7 +840,7 @@ def test_sigterm_serves_connections_queued_behind_the_cap(
     """
     -w 2 -c 2 and 12 clients: 4 are being served, 8 completed their
     handshake and wait in the queue when SIGTERM arrives.  The issue (and
-    the README's "each worker accepts what is already queued") wants all 12
+    the documentation's "each worker accepts what is already queued") wants all 12
     served: unlike gunicorn (its issues #3397, #2409), queued connections
     are not reset.
     """

@@ -1,6 +1,7 @@
 """
-The README's "Layout" table lists every module of the package, and nothing
-that is not there: the map a newcomer reads must be the territory.
+The documentation's source layout (docs/reference/layout.rst) lists every
+module of the package, and nothing that is not there: the map a newcomer
+reads must be the territory.
 """
 
 from __future__ import annotations
@@ -9,11 +10,19 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+LAYOUT = REPO / "docs" / "reference" / "layout.rst"
 
 
-def layoutSection() -> str:
-    text = (REPO / "README.md").read_text()
-    return text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+def firstCells() -> list[str]:
+    """
+    The first cell of each row of the page's list table (a row starts with
+    C{* -}, its first cell on the same line), the header's included.
+    """
+    return [
+        line.split("* -", 1)[1].strip()
+        for line in LAYOUT.read_text().splitlines()
+        if line.lstrip().startswith("* -")
+    ]
 
 
 def listedPaths() -> set[str]:
@@ -22,11 +31,8 @@ def listedPaths() -> set[str]:
     file name (C{status.html}) taken to sit beside the row's first path.
     """
     listed: set[str] = set()
-    for row in layoutSection().splitlines():
-        if not row.startswith("| ") or row.startswith("| ---"):
-            continue
-        first = row.split("|")[1]
-        names = re.findall(r"`([^`]+)`", first)
+    for first in firstCells():
+        names = re.findall(r"``([^`]+)``", first)
         for name in names:
             if "/" not in name and names[0] != name:
                 name = str(Path(names[0]).parent / name)
@@ -49,12 +55,12 @@ def test_every_module_is_listed() -> None:
         and "__pycache__" not in path.parts
     }
     missing = expected - listedPaths()
-    assert not missing, f"README Layout lacks {sorted(missing)}"
+    assert not missing, f"{LAYOUT.name} lacks {sorted(missing)}"
 
 
 def test_every_listed_path_exists() -> None:
     stale = sorted(name for name in listedPaths() if not (REPO / name).exists())
-    assert not stale, f"README Layout names what is not there: {stale}"
+    assert not stale, f"{LAYOUT.name} names what is not there: {stale}"
 
 
 def test_folders_are_listed() -> None:
@@ -64,3 +70,14 @@ def test_folders_are_listed() -> None:
     listed = listedPaths()
     for folder in ("master", "protocol", "worker", "common"):
         assert f"preforktwist/{folder}/" in listed
+
+
+def test_rows_are_read() -> None:
+    """
+    The table is read as the page shows it: a row per file, the header
+    first.
+    """
+    cells = firstCells()
+    assert cells[0] == "file"
+    assert "``preforktwist/tap.py``" in cells
+    assert len(cells) > 60

@@ -21,7 +21,7 @@ from preforktwist.protocol.control import ReplaceCause, ReplaceCauseArgument
 from tests.test_pool import Harness
 
 #: The restart causes as the status JSON and /metrics have always spelled
-#: them (README, "/metrics"), in the order they are listed.
+#: them (docs/reference/metrics.rst), in the order they are listed.
 SPELLINGS = [
     "allowance",
     "memory",

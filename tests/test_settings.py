@@ -1,14 +1,13 @@
 """
 The settings table is the one declaration of every option: the command
 line, the keywords of L{PreforkService}, the worker's configuration and the
-README's table all come from it, and agree.
+documentation's options reference all come from it, and agree (the
+reference is checked in C{tests/test_docs.py}).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import fields
 from typing import Any
 
@@ -26,11 +25,9 @@ from preforktwist.settings import (
     SettingError,
     Settings,
     Side,
-    readmeTable,
     workerConfig,
 )
 from preforktwist.tap import Options
-from tests.harness import REPO
 
 #: What the master decides for each worker, beside the worker-side settings.
 PER_WORKER = {
@@ -316,29 +313,3 @@ def test_service_builds_worker_config() -> None:
     allowances = {service._allowance() for _ in range(200)}
     assert allowances <= set(range(10, 16)) and len(allowances) > 1
     assert BY_NAME["maxConnectionsJitter"].side is Side.MASTER
-
-
-def test_readme_table() -> None:
-    """
-    The README's options table is exactly the generated one.
-    """
-    readme = (REPO / "README.md").read_text()
-    lines = readme.splitlines()
-    start = lines.index("| option | meaning |")
-    end = lines.index("", start)
-    assert "\n".join(lines[start:end]) + "\n" == readmeTable()
-
-
-def test_readme_table_command() -> None:
-    """
-    C{python -m preforktwist.settings} prints the table.
-    """
-    result = subprocess.run(
-        [sys.executable, "-m", "preforktwist.settings"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout == readmeTable()

@@ -2,8 +2,9 @@
 Log namespaces that stay put when code moves.
 
 An operator filters the log by namespace (C{preforktwist.pool.Pool} is in
-the README and in people's alerting rules), so the namespace is a public
-name, not an accident of which module a class lives in.
+the documentation's log reference and in people's alerting rules), so the
+namespace is a public name, not an accident of which module a class lives
+in.
 """
 
 from __future__ import annotations
