@@ -1,8 +1,10 @@
 """
 Balance between workers through the load board: the shared memory itself,
-what a worker's budget publishes there, how an adopted port leaves a burst
-to a less busy sibling (in process, with a sibling simulated on the board),
-and long-lived connections spread over real workers.
+what a worker's budget publishes there, when a worker waits for a sibling
+and when it gives up on one (a fake clock and scheduler), how an adopted
+port leaves a burst to a less busy sibling (in process, with a sibling
+simulated on the board), and long-lived connections spread over real
+workers, one of them busy.
 """
 
 from __future__ import annotations

@@ -48,11 +48,13 @@ BALANCE_WAIT = 0.005
 #: CPU-bound application code does not.
 BALANCE_PATIENCE = 0.5
 
-#: The part of a wait a sibling must have spent running or waiting for a
-#: core to be waited for again: one that slept through most of it is
-#: blocked in the application, or idle in C{epoll_wait} without having
-#: been woken for what is queued (with exclusive wake-ups the kernel wakes
-#: a sibling only when a connection arrives), and will not accept it.
+#: A sibling that sleeps at the end of a wait, having spent less than this
+#: part of it running or waiting for a core, is blocked in the application
+#: or idle in C{epoll_wait} without having been woken for what is queued
+#: (with exclusive wake-ups the kernel wakes a sibling only when a
+#: connection arrives), and will not accept it: it is not waited for
+#: again.  One that ran through most of the wait and sleeps only now
+#: (briefly blocked in a busy turn) is.
 RUNNABLE_SHARE = 0.5
 
 #: A worker in which L{CHURN_CLOSES} connections closed within this many
