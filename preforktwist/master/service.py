@@ -25,7 +25,7 @@ from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolEvent, WorkersChanged
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.listeners import ListeningSockets
@@ -323,12 +323,15 @@ class PreforkService(MultiService):
         self._loadSlots[number] = slot
         return slot
 
-    def _sweepLoadBoard(self, event: PoolEvent = PoolEvent.CHANGED) -> None:
+    def _sweepLoadBoard(self, event: PoolEvent | None = None) -> None:
         """
         Free the slots of workers that are gone: one killed or crashed
-        could not say that it accepts no more.
+        could not say that it accepts no more.  Done as a worker is
+        started, and as the workers change (C{event}).
         """
-        if self.loadBoard is None or event is not PoolEvent.CHANGED:
+        if self.loadBoard is None:
+            return
+        if event is not None and not isinstance(event, WorkersChanged):
             return
         for number, slot in list(self._loadSlots.items()):
             if number not in self.pool.workers:
