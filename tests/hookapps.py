@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import os
 
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from preforktwist.master.hooks import IPoolObserver, PoolEvent
 
 #: Where L{FileRecorder} appends each event, as one JSON line.
 EVENTS_FILE = "PREFORKTWIST_TEST_EVENTS"
+
+#: Where L{cleanUpAtShutdown} has each worker write its pid as it ends.
+CLEAN_UP_FILE = "PREFORKTWIST_TEST_CLEAN_UPS"
 
 
 @implementer(IPoolObserver)
@@ -59,3 +63,25 @@ def returnsNothing() -> None:
 
 def raises() -> IPoolObserver:
     raise RuntimeError("no hooks today")
+
+
+def cleanUpAtShutdown() -> None:
+    """
+    A C{--worker-init}: the worker's clean-up, as the README shows it, a
+    shutdown trigger.  Its Deferred is waited for before the reactor
+    stops, then the worker's pid is written.
+    """
+    from twisted.internet import reactor
+
+    def cleanUp() -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+
+        def write() -> None:
+            with open(os.environ[CLEAN_UP_FILE], "a") as out:
+                out.write(f"{os.getpid()}\n")
+            done.callback(None)
+
+        reactor.callLater(0.05, write)
+        return done
+
+    reactor.addSystemEventTrigger("before", "shutdown", cleanUp)

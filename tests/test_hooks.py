@@ -392,15 +392,20 @@ def test_a_real_master_tells_its_hooks(serve: StartMaster, tmp_path: Path) -> No
     """
     C{--hooks} names a module's observer, which records each event to a
     file: the pool's start, a crash (with its signal), a resize, a reload
-    and the stop, in order, with the real pids.
+    and the stop, in order, with the real pids.  On the workers' side,
+    C{--worker-init} registers a shutdown trigger, which each worker runs
+    as it ends gracefully.
     """
     record = tmp_path / "events.jsonl"
+    cleanUps = tmp_path / "clean-ups"
     master = serve(
         "-w",
         "2",
         "--hooks",
         "tests.hookapps.FileRecorder",
-        env={hookapps.EVENTS_FILE: str(record)},
+        "--worker-init",
+        "tests.hookapps.cleanUpAtShutdown",
+        env={hookapps.EVENTS_FILE: str(record), hookapps.CLEAN_UP_FILE: str(cleanUps)},
     )
 
     def events() -> list[dict[str, Any]]:
@@ -444,4 +449,8 @@ def test_a_real_master_tells_its_hooks(serve: StartMaster, tmp_path: Path) -> No
     causes = [e["cause"] for e in exits]
     assert causes.count("crash") == 1 and causes.count(None) == 3
     assert causes.count("reload") == len(exits) - 4 >= 1
+    # The workers' side: each worker that ended gracefully ran its
+    # shutdown trigger (the one killed could not).
+    cleaned = {int(pid) for pid in cleanUps.read_text().split()}
+    assert cleaned == {e["pid"] for e in exits if e["cause"] != "crash"}
     assert "Traceback" not in master.output()
