@@ -24,7 +24,7 @@ class FakeWorker:
         self.number = number
         self.pid: int | None = None
         self.state = WorkerState.BOOTING
-        self.accepted = self.served = 0
+        self.accepted = self.served = self.open = 0
         self.standby = False
         self.calls: list[str] = []
 
