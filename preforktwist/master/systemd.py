@@ -8,6 +8,11 @@ when it stops, C{STATUS=} lines with the pool's state as it changes, and
 its C{MAINPID} (which differs from the pid systemd started when twistd
 daemonizes).  The protocol is one datagram per message on a UNIX socket,
 which needs no library.
+
+With C{WatchdogSec=}, systemd sets C{WATCHDOG_USEC} (and C{WATCHDOG_PID},
+the process it watches): the master then sends C{WATCHDOG=1} at half that
+interval, from its reactor, so that a master whose reactor is stuck stops
+sending and systemd restarts it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import time
 from collections.abc import Mapping
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from preforktwist.master.events import (
@@ -93,26 +100,74 @@ class SystemdNotifier:
         self.socket.close()
 
 
+def watchdogInterval(environ: Mapping[str, str], pid: int) -> float | None:
+    """
+    Seconds between two C{WATCHDOG=1}: half of C{WATCHDOG_USEC}, if systemd
+    set it for process C{pid} (C{WATCHDOG_PID}, when set, names the process
+    it watches), as C{sd_watchdog_enabled} reads them; L{None} if it did
+    not.
+    """
+    usec = environ.get("WATCHDOG_USEC")
+    if not usec:
+        return None
+    watched = environ.get("WATCHDOG_PID")
+    if watched and watched != str(pid):
+        return None
+    try:
+        interval = int(usec) / 1e6 / 2
+    except ValueError:
+        interval = 0.0
+    if interval <= 0:
+        log.warn("ignoring WATCHDOG_USEC={usec}: not a positive integer", usec=usec)
+        return None
+    return interval
+
+
 class SystemdService(Service):
     """
     The notifier as a service: listening to the pool from before it starts
-    (so that systemd hears every event) until every worker has exited.
-    Outside systemd (no C{NOTIFY_SOCKET}) it does nothing.
+    (so that systemd hears every event) until every worker has exited, and
+    keeping systemd's watchdog fed meanwhile.  Outside systemd (no
+    C{NOTIFY_SOCKET}) it does nothing.
     """
 
-    def __init__(self, pool: Pool, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        environ: Mapping[str, str] = os.environ,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param clock: what the watchdog's pings are timed by; the pool's
+            (the master's reactor) by default.
+        """
         self.pool = pool
         self.environ = environ
+        self.clock = pool.clock if clock is None else clock
         self.notifier: SystemdNotifier | None = None
+        self._watchdog: LoopingCall | None = None
 
     def startService(self) -> None:
         Service.startService(self)
         self.notifier = SystemdNotifier.fromEnvironment(self.pool, self.environ)
         if self.notifier is not None:
             self.pool.observers.append(self.notifier)
+            self._startWatchdog(self.notifier)
+
+    def _startWatchdog(self, notifier: SystemdNotifier) -> None:
+        interval = watchdogInterval(self.environ, os.getpid())
+        if interval is None:
+            return
+        log.info("systemd watchdog: WATCHDOG=1 every {interval:g}s", interval=interval)
+        self._watchdog = LoopingCall(notifier.send, "WATCHDOG=1")
+        self._watchdog.clock = self.clock
+        self._watchdog.start(interval, now=True)
 
     def stopService(self) -> None:
         Service.stopService(self)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
         notifier, self.notifier = self.notifier, None
         if notifier is not None:
             self.pool.observers.remove(notifier)

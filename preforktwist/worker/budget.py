@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 
 from preforktwist.protocol.loadboard import LoadBoard
 from preforktwist.worker.balance import Balance
+from preforktwist.worker.retiring import OpenConnections
 
 if TYPE_CHECKING:
     from preforktwist.worker.ports import BudgetedPort
@@ -28,6 +29,7 @@ class AcceptBudget:
 
     @ivar accepted: connections accepted so far.
     @ivar open: connections accepted and not yet closed.
+    @ivar connections: their transports.
     @ivar closing: no more connections will be accepted, ever.
     @ivar draining: stopping: accepting what is queued, then closing.
     @ivar held: a standby's budget: no room at all until L{release}.
@@ -57,6 +59,7 @@ class AcceptBudget:
         self.batch = 0
         self.accepted = 0
         self.open = 0
+        self.connections = OpenConnections()
         self.closing = False
         self.draining = False
         self.held = False

@@ -1,7 +1,9 @@
 """
 The worker's server transports: Twisted's own TCP and UNIX transports,
-which tell the worker's budget when they close, and, with
-C{--first-byte-timeout}, abort a connection whose client stays silent.
+listed by the worker's budget while they are open (a retiring worker tells
+their protocols, L{preforktwist.worker.retiring}), telling it when they
+close, and, with C{--first-byte-timeout}, aborting a connection whose
+client stays silent.
 
 A protocol sees Twisted's transport and nothing else: the counting happens
 after Twisted's C{connectionLost} has run, and the timeout is kept below
@@ -22,18 +24,24 @@ if TYPE_CHECKING:
 
 class _CountsClose:
     """
-    A server transport that tells its port's budget when it closes: a
-    counter at the transport costs nothing per byte, unlike wrapping every
-    protocol.
+    A server transport that is listed among its port's budget's open
+    connections until it closes, and tells the budget when it does: the
+    bookkeeping at the transport costs nothing per byte, unlike wrapping
+    every protocol, and the protocol sees Twisted's transport alone.
     """
 
     server: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.server.budget.connections.opened(self)
 
     def connectionLost(self, reason: Failure) -> None:
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
             budget: AcceptBudget = self.server.budget
+            budget.connections.closed(self)
             budget.recordClosed()
 
 
