@@ -6,6 +6,7 @@ workers by dotted name (C{tests.apps.PidEcho}).
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
@@ -39,6 +40,23 @@ class PidHold(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(b"%d\n" % os.getpid())
+
+
+class BusyPidHold(PidHold):
+    """
+    L{PidHold}, except that the message C{busy} first keeps the worker's
+    reactor busy, on a core, for L{BUSY} seconds: a worker in one long
+    turn, as a burst's handshakes make it on a loaded machine.
+    """
+
+    BUSY = 0.2
+
+    def dataReceived(self, data: bytes) -> None:
+        if data == b"busy":
+            end = time.monotonic() + self.BUSY
+            while time.monotonic() < end:
+                pass
+        super().dataReceived(data)
 
 
 @implementer(IRetiring)

@@ -11,6 +11,7 @@ Plain functions, free of Sphinx, so that the tests can run them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from preforktwist.master import events
 from preforktwist.master.events import CloseCause, RestartCause
 from preforktwist.master.status import scoreboard
 from preforktwist.settings import (
@@ -253,6 +255,74 @@ def metricsReference() -> list[str]:
             f"     - {family.type}",
             f"     - {described or 'none'}",
             f"     - {meaning}",
+        ]
+    return lines
+
+
+_EPYTEXT = re.compile(r"([CLI])\{([^{}]*)\}")
+
+
+def epytextToReST(text: str) -> str:
+    """
+    The inline markup of a docstring's prose: C{C{code}} and C{L{link}} as
+    literals, C{I{word}} as emphasis.
+    """
+
+    def convert(match: re.Match[str]) -> str:
+        kind, body = match.groups()
+        body = " ".join(body.split())
+        return f"*{body}*" if kind == "I" else f"``{body}``"
+
+    return _EPYTEXT.sub(convert, text)
+
+
+def summary(cls: type) -> str:
+    """
+    The first paragraph of a class's docstring, on one line, in
+    reStructuredText.
+    """
+    first = (cls.__doc__ or "").strip().split("\n\n", 1)[0]
+    return epytextToReST(" ".join(first.split()))
+
+
+def poolEventKinds() -> list[type[events.PoolEvent]]:
+    """
+    Every kind of event an observer may be told of, in the order the
+    module declares them: the subclasses of C{PoolEvent} that have a name
+    of their own (C{WorkerEvent} is only their common part).
+    """
+    kinds = [
+        value
+        for value in vars(events).values()
+        if isinstance(value, type)
+        and issubclass(value, events.PoolEvent)
+        and value is not events.PoolEvent
+        and "name" in vars(value)
+    ]
+    return kinds
+
+
+def poolEventsReference() -> list[str]:
+    """
+    A table of the pool's events: class, name in records, when it is told,
+    and its fields besides C{at}.
+    """
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 25 45 30",
+        "",
+        "   * - event",
+        "     - when",
+        "     - fields besides ``at``",
+    ]
+    for kind in poolEventKinds():
+        names = [f.name for f in dataclasses.fields(kind) if f.name != "at"]
+        lines += [
+            f"   * - :py:class:`~preforktwist.master.hooks.{kind.__name__}`"
+            f" (``{kind.name}``)",
+            f"     - {summary(kind)}",
+            f"     - {', '.join(f'``{n}``' for n in names) or 'none'}",
         ]
     return lines
 

@@ -5,6 +5,7 @@ Sphinx directives that put the code's own declarations into the pages
   - C{.. preforktwist-options::}, every option of C{twistd preforked};
   - C{.. preforktwist-status-schema::}, the annotated C{/status.json};
   - C{.. preforktwist-metrics::}, the Prometheus metrics;
+  - C{.. preforktwist-pool-events::}, the events hooks are told of;
   - C{.. preforktwist-news-draft::}, the coming release's changelog.
 """
 
@@ -53,6 +54,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive(
         "preforktwist-metrics",
         _directive(lambda _: generated.metricsReference()),
+    )
+    app.add_directive(
+        "preforktwist-pool-events",
+        _directive(lambda _: generated.poolEventsReference()),
     )
     app.add_directive(
         "preforktwist-news-draft",

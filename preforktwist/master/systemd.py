@@ -27,7 +27,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import (
+    PoolEvent,
+    PoolReady,
+    PoolStopping,
+    ReloadFailed,
+    ReloadFinished,
+    ReloadStarted,
+    WorkersChanged,
+)
 from preforktwist.master.pool import Pool
 
 log = Logger(namespace="preforktwist.notify")
@@ -72,17 +80,20 @@ class SystemdNotifier:
         """
         status = self.status()
         match event:
-            case PoolEvent.READY:
+            case PoolReady():
                 self.send("READY=1", f"MAINPID={os.getpid()}", status)
-            case PoolEvent.RELOADING:
+            case ReloadStarted():
                 usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
                 self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", status)
-            case PoolEvent.RELOADED:
+            case ReloadFinished() | ReloadFailed():
                 self.send("READY=1", status)
-            case PoolEvent.STOPPING:
+            case PoolStopping():
                 self.send("STOPPING=1", "STATUS=stopping")
-            case PoolEvent.CHANGED if status != self._lastStatus:
-                self.send(status)
+            case WorkersChanged():
+                if status != self._lastStatus:
+                    self.send(status)
+            case _:
+                return  # systemd has no word for the others
         self._lastStatus = status
 
     def close(self) -> None:

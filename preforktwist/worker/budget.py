@@ -8,6 +8,7 @@ accepted; the transports report each close.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -107,7 +108,7 @@ class AcceptBudget:
         Publish this worker's open count in C{slot} of C{board} from now on,
         and weigh it against the siblings' before accepting.
         """
-        self.balance.share(board, slot)
+        self.balance.share(board, slot, os.getpid())
         self._publish()
 
     def _publish(self) -> None:
