@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE / "_ext"))
 
-from inventories import twistedInventory  # noqa: E402
+from inventories import pythonInventory, twistedInventory  # noqa: E402
 
 import preforktwist  # noqa: E402
 
@@ -56,7 +56,13 @@ html_title = f"preforktwist {release}"
 # needed), once per Twisted version.
 TWISTED_API = "https://docs.twisted.org/en/stable/api/"
 _twisted = twistedInventory(HERE / "_build" / "inventories")
-intersphinx_mapping = {"twisted": (TWISTED_API, str(_twisted))}
+# Python's builtins, so that L{None} links as in Twisted's docstrings.
+PYTHON_DOCS = "https://docs.python.org/3/"
+_python = pythonInventory(HERE / "_build" / "inventories")
+intersphinx_mapping = {
+    "twisted": (TWISTED_API, str(_twisted)),
+    "python": (PYTHON_DOCS, str(_python)),
+}
 
 # pydoctor builds the API reference into api/ of the HTML output and adds
 # its inventory to intersphinx, so :py:class:`preforktwist.PreforkService`
@@ -68,7 +74,8 @@ pydoctor_args = [
     "--project-url=../index.html",
     "--docformat=epytext",
     f"--project-base-dir={REPO}",
-    f"--intersphinx-file={_twisted}::{TWISTED_API}",
+    f"--intersphinx-file={_twisted}::{TWISTED_API.rstrip('/')}",
+    f"--intersphinx-file={_python}::{PYTHON_DOCS.rstrip('/')}",
     str(REPO / "preforktwist"),
 ]
 pydoctor_url_path = "api/"

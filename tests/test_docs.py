@@ -279,3 +279,52 @@ def test_news_draft() -> None:
     lines = generated.newsDraft("9.9.9")
     assert lines[0] == "preforktwist 9.9.9 (unreleased)"
     assert any(line.startswith("- ") for line in lines)
+
+
+def test_pool_events_page() -> None:
+    """
+    The hooks page lists every kind of event an observer is told of,
+    linked to its API page, with its fields; C{WorkerEvent}, their common
+    part, is not a kind.
+    """
+    from preforktwist.master import hooks
+
+    text = "\n".join(generated.poolEventsReference())
+    kinds = [kind.__name__ for kind in generated.poolEventKinds()]
+    assert "WorkerEvent" not in kinds and "PoolEvent" not in kinds
+    for name in ("PoolReady", "WorkerExited", "ReloadFailed", "WorkersChanged"):
+        assert name in kinds
+        assert f":py:class:`~preforktwist.master.hooks.{name}`" in text
+        assert name in hooks.__all__
+    assert "``cause``" in text and "``lifetime``" in text
+
+
+def test_epytext_to_rest() -> None:
+    assert (
+        generated.epytextToReST("C{SIGTTIN}, L{ProcessEnd} and I{going\n away}")
+        == "``SIGTTIN``, ``ProcessEnd`` and *going away*"
+    )
+
+
+def test_python_inventory(tmp_path: Path) -> None:
+    """
+    The builtins' inventory, which lets C{L{None}} link from a docstring,
+    is in Sphinx's format and names the constants, exceptions, types and
+    functions where Python's documentation has them.
+    """
+    import zlib
+
+    from inventories import pythonInventory
+
+    path = pythonInventory(tmp_path)
+    assert pythonInventory(tmp_path) == path
+    header, _, body = path.read_bytes().partition(b"zlib.\n")
+    assert header.startswith(b"# Sphinx inventory version 2\n")
+    lines = set(zlib.decompress(body).decode().splitlines())
+    for line in (
+        "None py:data 1 library/constants.html#$ -",
+        "ValueError py:exception 1 library/exceptions.html#$ -",
+        "int py:class 1 library/functions.html#$ -",
+        "len py:function 1 library/functions.html#$ -",
+    ):
+        assert line in lines

@@ -50,3 +50,42 @@ def twistedInventory(cache: Path) -> Path:
             f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
         )
     return inventory
+
+
+def pythonInventory(cache: Path) -> Path:
+    """
+    The path of an inventory of Python's builtins (the constants, the
+    built-in functions and types, the exceptions), made from the running
+    interpreter's C{builtins} module, so that C{L{None}} or
+    C{L{ValueError}} in a docstring links to Python's documentation as it
+    does in Twisted's, without fetching Python's inventory.
+    """
+    import builtins
+    import zlib
+
+    inventory = cache / f"python-{sys.version_info[0]}.{sys.version_info[1]}.inv"
+    if inventory.exists():
+        return inventory
+    lines = []
+    for name, value in sorted(vars(builtins).items()):
+        if name.startswith("_"):
+            continue
+        if name in ("None", "True", "False", "Ellipsis", "NotImplemented"):
+            lines.append(f"{name} py:data 1 library/constants.html#$ -")
+        elif isinstance(value, type) and issubclass(value, BaseException):
+            lines.append(f"{name} py:exception 1 library/exceptions.html#$ -")
+        elif isinstance(value, type):
+            lines.append(f"{name} py:class 1 library/functions.html#$ -")
+        elif callable(value):
+            lines.append(f"{name} py:function 1 library/functions.html#$ -")
+    header = (
+        "# Sphinx inventory version 2\n"
+        "# Project: Python\n"
+        f"# Version: {sys.version_info[0]}.{sys.version_info[1]}\n"
+        "# The remainder of this file is compressed using zlib.\n"
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    inventory.write_bytes(
+        header.encode() + zlib.compress(("\n".join(lines) + "\n").encode())
+    )
+    return inventory
