@@ -247,6 +247,10 @@ class PreforkService(MultiService):
             raise
 
     def closeListeners(self) -> None:
+        """
+        Close the listening sockets: once the workers have drained them, or
+        when the service could not start.
+        """
         self.listeners.close()
 
     # Service.
@@ -407,17 +411,32 @@ class PreforkService(MultiService):
     # What signals do (see L{preforktwist.master.signals}).
 
     def reload(self) -> None:
+        """
+        Replace every worker, new ones first, so that the code on disk is
+        imported anew (what C{SIGHUP} does).
+        """
         # The pool renews the starter as a reload begins, and coalesces a
         # reload asked for while one is under way.
         self.pool.reload()
 
     def grow(self) -> None:
+        """
+        Keep one worker more (what C{SIGTTIN} does).
+        """
         self.pool.resize(self.pool.size + 1)
 
     def shrink(self) -> None:
+        """
+        Keep one worker fewer, never below one; the one removed retires
+        gracefully (what C{SIGTTOU} does).
+        """
         self.pool.resize(self.pool.size - 1)
 
     def stopNow(self) -> None:
+        """
+        Kill every worker at once, without waiting for their connections
+        (what a second C{SIGTERM} does).
+        """
         self.pool.stopNow()
 
 
