@@ -43,6 +43,8 @@ from preforktwist.master.starters import (
 from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
+from preforktwist.master.upgrade.handoff import inherited
+from preforktwist.master.upgrade.upgrader import upgraderFor
 from preforktwist.master.workers import WorkersService
 from preforktwist.protocol import loadboard
 from preforktwist.protocol.config import DEFAULT_PROTOCOL
@@ -108,8 +110,11 @@ class PreforkService(MultiService):
         self.settings = settings = _settings(listen, settings, keywords)
         self.reactor = reactor = preforkReactor(reactor)
         self._setExitStatus = setExitStatus
+        #: What an old master handed over, if a hot upgrade started this one.
+        self.inheritance = inherited()
         self.listeners = ListeningSockets(
-            [parseListen(d, settings.backlog) for d in settings.listen]
+            [parseListen(d, settings.backlog) for d in settings.listen],
+            self.inheritance,
         )
         #: Where the workers publish their open connections, to balance
         #: them (made as the service starts; see L{loadboard}).
@@ -132,6 +137,11 @@ class PreforkService(MultiService):
         self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
         self.statusListener = self._statusListener()
         self._signals = signalsFor(reactor)
+        self._upgrades = upgraderFor(
+            reactor, self._signals.stopGracefully, self.inheritance
+        )
+        self._signals.upgrade = self._upgrades.fromSignal
+        self.systemd = SystemdService(self.pool, muted=self._successor)
         self.serving = MultiService()
         self._adoptChildren()
 
@@ -179,7 +189,10 @@ class PreforkService(MultiService):
         from preforktwist.master.status.web import StatusListener, statusSite
 
         return StatusListener(
-            self.reactor, self.settings.status, statusSite(self.scoreboard)
+            self.reactor,
+            self.settings.status,
+            statusSite(self.scoreboard),
+            self.inheritance,
         )
 
     def _adoptChildren(self) -> None:
@@ -188,7 +201,7 @@ class PreforkService(MultiService):
         they stop).
         """
         _adopt(self, self.listeners)
-        _adopt(self, SystemdService(self.pool))
+        _adopt(self, self.systemd)
         # What serves, and the policies that act on it: stopped first, while
         # everything that watches the pool still runs.
         _adopt(self.serving, WorkersService(self.pool, self.starter))
@@ -258,6 +271,10 @@ class PreforkService(MultiService):
         if loadboard.available() and self.loadBoard is None:
             self.loadBoard = LoadBoard.create(LOAD_BOARD_SLOTS)
         MultiService.startService(self)
+        # Every socket is bound by now: what the new code no longer serves
+        # is closed.
+        self.reactor.callWhenRunning(self.inheritance.closeUnclaimed)
+        self._upgrades.add(self)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -268,6 +285,10 @@ class PreforkService(MultiService):
         page and C{/readyz} answer (503) until then.
         """
         Service.stopService(self)
+        self._upgrades.remove(self)
+        if self.listeners.shared:
+            # Another master's workers serve the queue.
+            self.pool.leaveQueue()
         self.log.info(
             "stopping: {n} workers finish their connections (grace {grace:g}s)",
             n=len(self.pool.workers),
@@ -386,6 +407,9 @@ class PreforkService(MultiService):
     def reload(self) -> None:
         # The pool renews the starter as a reload begins, and coalesces a
         # reload asked for while one is under way.
+        if self._upgrades.underWay:
+            self.log.warn("reload refused: an upgrade is under way")
+            return
         self.pool.reload()
 
     def grow(self) -> None:
@@ -396,6 +420,67 @@ class PreforkService(MultiService):
 
     def stopNow(self) -> None:
         self.pool.stopNow()
+
+    # Hot upgrade (see L{preforktwist.master.upgrade}).
+
+    @property
+    def _successor(self) -> bool:
+        """A hot upgrade started this master, and it has not taken over."""
+        return self.inheritance.predecessor is not None
+
+    @property
+    def bootTimeout(self) -> float:
+        return self.settings.bootTimeout
+
+    @property
+    def grace(self) -> float:
+        return self.settings.grace
+
+    def refusesUpgrade(self) -> str | None:
+        if not self.running or self.pool.stopping:
+            return "the server is stopping"
+        if self.pool.reloading:
+            return "a reload is under way"
+        if self.listeners.shared:
+            return "this master has not taken over from the old one yet"
+        return None
+
+    def handoffSockets(self) -> list[tuple[str, int]]:
+        sockets = self.listeners.handoffSockets()
+        if self.statusListener is not None:
+            sockets += self.statusListener.handoffSockets()
+        return sockets
+
+    def systemdDescriptors(self) -> list[int]:
+        return [
+            listener.spec.inherited
+            for listener in self.listeners
+            if listener.spec.inherited is not None
+        ]
+
+    def handOver(self, successor: int) -> None:
+        """
+        The new master C{successor} is ready: it serves every socket from
+        now on, and systemd follows it.  Stopping next, this master's
+        workers retire, leaving the queue to the new master's, and none of
+        the sockets is refused or removed.
+        """
+        self.listeners.handOver(successor)
+        if self.statusListener is not None:
+            self.statusListener.handOver()
+        self.systemd.handOver(successor)
+        self.pool.leaveQueue()
+
+    def takeOver(self) -> None:
+        """
+        The old master handed over, or is gone: the sockets are this
+        master's alone, and it serves the status endpoint and tells
+        systemd.
+        """
+        self.listeners.takeOver()
+        if self.statusListener is not None:
+            self.statusListener.takeOver()
+        self.systemd.takeOver()
 
 
 def _settings(

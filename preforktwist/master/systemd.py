@@ -87,22 +87,71 @@ class SystemdService(Service):
     The notifier as a service: listening to the pool from before it starts
     (so that systemd hears every event) until every worker has exited.
     Outside systemd (no C{NOTIFY_SOCKET}) it does nothing.
+
+    Across a hot upgrade, systemd (C{NotifyAccess=main}) only hears its
+    main process: the new master says nothing until the old one has told
+    systemd its pid (C{MAINPID=}) and handed over; the old one says nothing
+    after that.
+
+    @ivar muted: the pool's events are not sent (yet, or any more).
     """
 
-    def __init__(self, pool: Pool, environ: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        environ: Mapping[str, str] = os.environ,
+        muted: bool = False,
+    ) -> None:
+        """
+        @param muted: a new master, silent until it L{takeOver}s.
+        """
         self.pool = pool
         self.environ = environ
         self.notifier: SystemdNotifier | None = None
+        self.muted = muted
+        self._everReady = False
 
     def startService(self) -> None:
         Service.startService(self)
         self.notifier = SystemdNotifier.fromEnvironment(self.pool, self.environ)
         if self.notifier is not None:
-            self.pool.observers.append(self.notifier)
+            self.pool.observers.append(self._event)
+
+    def _event(self, event: PoolEvent) -> None:
+        if event is PoolEvent.READY:
+            self._everReady = True
+        if self.notifier is not None and not self.muted:
+            self.notifier(event)
+
+    def handOver(self, successor: int) -> None:
+        """
+        The new master C{successor} is ready: systemd follows it from now
+        on, and hears nothing more from this one.
+        """
+        if self.notifier is not None and not self.muted:
+            self.notifier.send(
+                f"MAINPID={successor}",
+                "READY=1",
+                f"STATUS=upgraded: the new master (pid {successor}) serves",
+            )
+        self.muted = True
+
+    def takeOver(self) -> None:
+        """
+        The old master handed over: this master is systemd's main process,
+        and says where it is.
+        """
+        if not self.muted:
+            return
+        self.muted = False
+        if self.notifier is not None and self._everReady:
+            self.notifier.send(
+                "READY=1", f"MAINPID={os.getpid()}", self.notifier.status()
+            )
 
     def stopService(self) -> None:
         Service.stopService(self)
         notifier, self.notifier = self.notifier, None
         if notifier is not None:
-            self.pool.observers.remove(notifier)
+            self.pool.observers.remove(self._event)
             notifier.close()
