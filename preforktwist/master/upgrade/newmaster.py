@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -97,11 +97,13 @@ class NewMaster:
         timeout: float,
         killAfter: float,
         keep: Sequence[int] = (),
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         """
         @param sockets: what to hand over, by L{socketKey}.
         @param keep: more descriptors it inherits at the same numbers (the
             sockets systemd passed in that no endpoint serves).
+        @param kill: sends a signal to a process.
         @param timeout: how long it may take to become ready.
         @param killAfter: how long after SIGTERM a new master that is
             stopped is killed.
@@ -113,6 +115,7 @@ class NewMaster:
         self.timeout = timeout
         self.killAfter = killAfter
         self.keep = list(keep)
+        self._kill = kill
         self.ready: Deferred[int] = Deferred()
         self.pid: int | None = None
         self._spawnedPid: int | None = None
@@ -235,9 +238,9 @@ class NewMaster:
             return
         self._signal(signal.SIGTERM)
         if self._killer is None:
-            self._killer = self.reactor.callLater(self.killAfter, self._kill)
+            self._killer = self.reactor.callLater(self.killAfter, self._killNow)
 
-    def _kill(self) -> None:
+    def _killNow(self) -> None:
         self._killer = None
         if not self.isGone:
             self.log.warn("{master} did not stop: killing it", master=self.describe())
@@ -247,7 +250,7 @@ class NewMaster:
         if self.pid is None:
             return
         try:
-            os.kill(self.pid, signum)
+            self._kill(self.pid, signum)
         except OSError:
             pass
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 
 from preforktwist.common.logs import NamedLogger
 
@@ -88,10 +89,16 @@ class Pidfile:
         except OSError as e:
             log.warn("cannot put {path} back: {e}", path=self.path, e=e)
 
-    def handOver(self, successor: int) -> None:
+    def handOver(
+        self,
+        successor: int,
+        atExit: Callable[[Callable[[], None]], object] = atexit.register,
+    ) -> None:
         """
         The upgrade succeeded: once this process's twistd has removed the
         pidfile at its exit, it names C{successor}.
+
+        @param atExit: registers what to do as the process exits.
         """
         if not self.parked:
             return
@@ -105,4 +112,4 @@ class Pidfile:
             except OSError:
                 pass
 
-        atexit.register(rewrite)
+        atExit(rewrite)

@@ -73,18 +73,21 @@ class Upgrader:
         environ: Mapping[str, str],
         inheritance: Inheritance,
         pidfile: Pidfile | None = None,
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         """
         @param stop: stops this master gracefully.
         @param command: how this master was started.
         @param environ: the environment it was started with.
         @param pidfile: twistd's pidfile, if it writes one.
+        @param kill: sends a signal to a process (the new master).
         """
         self.reactor = reactor
         self._stop = stop
         self.command = command
         self.environ = dict(environ)
         self.pidfile = pidfile
+        self._kill = kill
         self.services: list[Upgradable] = []
         self.newMaster: NewMaster | None = None
         self.succeeded = False
@@ -148,6 +151,7 @@ class Upgrader:
             timeout,
             killAfter=max(s.grace for s in self.services) + 1.0,
             keep=fromSystemd,
+            kill=self._kill,
         )
         if self.pidfile is not None:
             self.pidfile.park()
