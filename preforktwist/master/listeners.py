@@ -58,6 +58,36 @@ def _dropEverything(sock: socket.socket) -> None:
         pass
 
 
+def repointLock(lock: FilesystemLock, successor: int) -> None:
+    """
+    Make the lock of a UNIX socket's path (Twisted's C{PATH.lock}, a
+    symbolic link to its holder's pid) name C{successor}, at once.
+    """
+    name = os.fsdecode(lock.name)  # Twisted's UNIX port names it in bytes
+    link = f"{name}.{successor}"
+    try:
+        os.symlink(str(successor), link)
+        os.replace(link, name)
+    except OSError:
+        pass
+
+
+def takeLock(path: str) -> FilesystemLock | None:
+    """
+    The lock of a UNIX socket's C{path}, if it names this process (an old
+    master handed it over) or can be taken (its holder is gone).
+    """
+    lock = FilesystemLock(path + ".lock")
+    try:
+        mine = os.readlink(lock.name) == str(os.getpid())
+    except OSError:
+        mine = False
+    if mine or lock.lock():
+        lock.locked = True
+        return lock
+    return None
+
+
 class Listener:
     """
     One listening socket, owned by the master from bind to close.
@@ -142,12 +172,7 @@ class Listener:
         self.shared = True
         lock, self._lock = self._lock, None
         if lock is not None:
-            link = f"{lock.name}.{successor}"
-            try:
-                os.symlink(str(successor), link)
-                os.replace(link, lock.name)
-            except OSError:
-                pass
+            repointLock(lock, successor)
 
     def takeOver(self) -> None:
         """
@@ -160,14 +185,7 @@ class Listener:
         if self.spec.family != socket.AF_UNIX or not isinstance(path, str):
             return
         if self.spec.lockfile and not path.startswith(("\0", "@")):
-            lock = FilesystemLock(path + ".lock")
-            try:
-                mine = os.readlink(lock.name) == str(os.getpid())
-            except OSError:
-                mine = False
-            if mine or lock.lock():
-                lock.locked = True
-                self._lock = lock
+            self._lock = takeLock(path)
 
     def _bindUNIX(self, sock: socket.socket, path: str) -> None:
         abstract = path.startswith("\0") or path.startswith("@")

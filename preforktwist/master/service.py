@@ -25,6 +25,7 @@ from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
+from preforktwist.master.control.server import ControlCommands, ControlService
 from preforktwist.master.events import PoolEvent
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
@@ -142,6 +143,7 @@ class PreforkService(MultiService):
         )
         self._signals.upgrade = self._upgrades.fromSignal
         self.systemd = SystemdService(self.pool, muted=self._successor)
+        self.control = self._controlService()
         self.serving = MultiService()
         self._adoptChildren()
 
@@ -195,6 +197,19 @@ class PreforkService(MultiService):
             self.inheritance,
         )
 
+    def _controlService(self) -> ControlService | None:
+        description = self.settings.control
+        if description is None:
+            return None
+        return ControlService(
+            self.reactor,
+            description,
+            str(parseListen(description).address),
+            lambda: ControlCommands(self, self.reactor),
+            self._cannotRun,
+            self.inheritance,
+        )
+
     def _adoptChildren(self) -> None:
         """
         The children, in the order they start (see L{stopService} for how
@@ -217,6 +232,8 @@ class PreforkService(MultiService):
             _adopt(self, OrphanReaper())
         if self.statusListener is not None:
             _adopt(self, self.statusListener)
+        if self.control is not None:
+            _adopt(self, self.control)
 
     @property
     def descriptions(self) -> list[str]:
@@ -235,6 +252,8 @@ class PreforkService(MultiService):
             self.listeners.bind()
             if self.statusListener is not None:
                 self.statusListener.bind()
+            if self.control is not None:
+                self.control.checkFree()
         except Exception:
             self.listeners.close()
             raise
@@ -390,6 +409,14 @@ class PreforkService(MultiService):
             return 0
         return perWorker + random.randint(0, self.settings.maxConnectionsJitter)
 
+    def _cannotRun(self, reason: str) -> None:
+        """
+        Something asked for cannot be had (the control socket): say so in
+        one line and stop, exiting non-zero.
+        """
+        self.log.error("{reason}", reason=reason)
+        self._giveUp(reason)
+
     def _giveUp(self, reason: str) -> None:
         """
         No worker can serve: stop the application, and make the process
@@ -421,6 +448,21 @@ class PreforkService(MultiService):
     def stopNow(self) -> None:
         self.pool.stopNow()
 
+    # What the control socket asks (see L{preforktwist.master.control}).
+
+    def refusesReload(self) -> str | None:
+        if not self.running or self.pool.stopping:
+            return "the server is stopping"
+        if self._upgrades.underWay:
+            return "an upgrade is under way"
+        return None
+
+    def upgrade(self) -> Deferred[int]:
+        return self._upgrades.upgrade()
+
+    def stopGracefully(self) -> None:
+        self._signals.stopGracefully()
+
     # Hot upgrade (see L{preforktwist.master.upgrade}).
 
     @property
@@ -449,6 +491,8 @@ class PreforkService(MultiService):
         sockets = self.listeners.handoffSockets()
         if self.statusListener is not None:
             sockets += self.statusListener.handoffSockets()
+        if self.control is not None:
+            sockets += self.control.handoffSockets()
         return sockets
 
     def systemdDescriptors(self) -> list[int]:
@@ -468,6 +512,8 @@ class PreforkService(MultiService):
         self.listeners.handOver(successor)
         if self.statusListener is not None:
             self.statusListener.handOver()
+        if self.control is not None:
+            self.control.handOver(successor)
         self.systemd.handOver(successor)
         self.pool.leaveQueue()
 
@@ -480,6 +526,8 @@ class PreforkService(MultiService):
         self.listeners.takeOver()
         if self.statusListener is not None:
             self.statusListener.takeOver()
+        if self.control is not None:
+            self.control.takeOver()
         self.systemd.takeOver()
 
 

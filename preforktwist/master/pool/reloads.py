@@ -34,6 +34,7 @@ class Reloads:
 
     @ivar generation: the generation of the workers started from now on.
     @ivar reloading: a reload is under way.
+    @ivar failed: the last reload stopped after a boot failure.
     """
 
     log = NamedLogger("preforktwist.pool.Pool")
@@ -60,6 +61,7 @@ class Reloads:
         self._wake = wake
         self.generation = 0
         self.reloading = False
+        self.failed = False
         self._asked = False
         self._renewalDue = False
         self._lastRenewal: float | None = None
@@ -88,6 +90,7 @@ class Reloads:
             )
         self._asked = self._renewalDue = False
         self.generation += 1
+        self.failed = False
         again = self.reloading
         self.reloading = True
         if not again:
@@ -129,6 +132,7 @@ class Reloads:
         if not self.reloading:
             return
         self.reloading = False
+        self.failed = True
         for worker in self.roster.doomed(RestartCause.RELOAD):
             self.roster.record(worker).doom = None
         self.log.error(

@@ -95,6 +95,10 @@ class Inheritance:
         """The old master's pid, if this master is the new one."""
         return self.handoff.predecessor if self.handoff is not None else None
 
+    def has(self, key: str) -> bool:
+        """Whether a socket is left to claim under C{key}."""
+        return bool(self._left.get(key))
+
     def claim(self, key: str) -> int | None:
         """
         The next socket handed over under C{key}, taken; L{None} if none is
