@@ -178,6 +178,24 @@ def test_upgrade_through_the_socket(tmp_path: Path) -> None:
         assert master.reap() == []
 
 
+def test_control_socket_in_use(serve: StartMaster, tmp_path: Path) -> None:
+    """
+    A second master on the same control socket, or one whose directory is
+    missing, stops at once with one line and exit status 1.
+    """
+    path = tmp_path / "control.sock"
+    first = serve("-w", "1", "--control", f"unix:{path}")
+    first.waitForLine("control socket on")
+    for where, why in [
+        (path, f"another server listens on {path}"),
+        (tmp_path / "none" / "c.sock", f"no directory {tmp_path / 'none'}"),
+    ]:
+        second = serve("-w", "1", "--control", f"unix:{where}")
+        assert second.wait(30) == 1
+        assert second.errors == [f"twistd preforked: --control: {why}"]
+    assert ctl(path, "status")[0] == 0
+
+
 def test_no_server(tmp_path: Path) -> None:
     status, out, err = ctl(tmp_path / "nothing.sock", "status")
     assert (status, out) == (1, "")

@@ -241,6 +241,9 @@ class ControlService(Service):
         """
         if self.inheritance is not None and self.inheritance.has(self.key):
             return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise ListenError(f"--control: no directory {directory}")
         with socket.socket(socket.AF_UNIX) as probe:
             try:
                 probe.connect(self.path)
@@ -263,7 +266,8 @@ class ControlService(Service):
                 self.path, self.factory, mode=0o600, wantPID=True
             )
         except Exception as e:
-            self._failed(f"--control: cannot listen on {self.path}: {e}")
+            reason = getattr(e, "strerror", None) or e
+            self._failed(f"--control: cannot listen on {self.path}: {reason}")
             return
         finally:
             os.umask(mask)
