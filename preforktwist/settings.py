@@ -700,6 +700,25 @@ class Settings:
             "`Deferred`. If it fails, that worker is a boot failure."
         ),
     )
+    hooks: str | None = setting(
+        default=None,
+        flag="hooks",
+        metavar="DOTTED",
+        kind=Text("a dotted name"),
+        side=Side.MASTER,
+        help=(
+            "Dotted name of an IPoolObserver, or of a callable taking no "
+            "arguments that returns one, told in the master of the pool's "
+            "events: ready, a worker started, accepting or exited (and why), "
+            "the size changed, a reload started, finished or failed, the stop."
+        ),
+        doc=(
+            "An `IPoolObserver` (or a callable taking no arguments that returns "
+            "one), imported by the master and told of the pool's events: ready, "
+            "a worker started, accepting or exited and why, the size changed, a "
+            "reload started, finished or failed, the stop (see Hooks)."
+        ),
+    )
     reloadBatch: int = setting(
         default=1,
         flag="reload-batch",

@@ -6,9 +6,16 @@ workers by dotted name (C{tests.apps.PidEcho}).
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from preforktwist.interfaces import IRetiring
 
 
 class PidEcho(Protocol):
@@ -33,6 +40,106 @@ class PidHold(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(b"%d\n" % os.getpid())
+
+
+class BusyPidHold(PidHold):
+    """
+    L{PidHold}, except that the message C{busy} first keeps the worker's
+    reactor busy, on a core, for L{BUSY} seconds: a worker in one long
+    turn, as a burst's handshakes make it on a loaded machine.
+    """
+
+    BUSY = 0.2
+
+    def dataReceived(self, data: bytes) -> None:
+        if data == b"busy":
+            end = time.monotonic() + self.BUSY
+            while time.monotonic() < end:
+                pass
+        super().dataReceived(data)
+
+
+@implementer(IRetiring)
+class GoingAway(PidHold):
+    """
+    L{PidHold} that, when its worker retires, says so and closes.
+    """
+
+    def retiring(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"going away\n")
+        self.transport.loseConnection()
+
+
+@implementer(IRetiring)
+class GoingAwayFactory(Factory):
+    """
+    Serves L{GoingAway}, and logs when its worker retires.
+    """
+
+    protocol = GoingAway
+    log = Logger()
+
+    def retiring(self) -> None:
+        self.log.info("factory told: retiring")
+
+
+goingAway = GoingAwayFactory()
+
+
+class _Held(Resource):
+    """
+    Answers when its worker retires: a request in progress at that moment,
+    whatever the machine's speed.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.held: list[Request] = []
+
+    def render_GET(self, request: Request) -> int:
+        self.held.append(request)
+        self.log.info("holding a request")
+        return NOT_DONE_YET
+
+    def answerAll(self) -> None:
+        for request in self.held:
+            request.write(b"held by %d\n" % os.getpid())
+            request.finish()
+        self.held.clear()
+
+
+class _Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        return b"hello from %d\n" % os.getpid()
+
+
+@implementer(IRetiring)
+class HoldingSite(Site):
+    """
+    A C{Site} whose C{/hold} answers once the worker retires, and on the
+    reactor's next turn, after the worker has begun retiring each
+    connection; C{/} answers at once.
+    """
+
+    def __init__(self) -> None:
+        self.holding = _Held()
+        root = Resource()
+        root.putChild(b"", _Hello())
+        root.putChild(b"hold", self.holding)
+        super().__init__(root)  # type: ignore[no-untyped-call]
+
+    def retiring(self) -> None:
+        reactor.callLater(0, self.holding.answerAll)
+
+
+def holdingSite() -> HoldingSite:
+    return HoldingSite()
 
 
 class SlowReply(Protocol):

@@ -126,7 +126,8 @@ def test_failed_reload_exits_1(serve: StartMaster, tmp_path: Path) -> None:
     marker.touch()
     status, _, err = ctl(path, "reload")
     assert status == 1
-    assert err.startswith("preforktwist-ctl: reload stopped: a new worker failed")
+    assert err.startswith("preforktwist-ctl: reload stopped: boot failure: worker")
+    assert "init is broken on purpose" in err
     assert err.endswith("the old workers keep serving\n")
 
 

@@ -119,7 +119,7 @@ def test_resize_exactly_and_within_bounds() -> None:
 def test_worker_by_number_or_pid() -> None:
     pool = FakeService(2).pool
     first, second = sorted(pool.workers.values(), key=lambda w: w.number)
-    second.pid = 4242  # type: ignore[attr-defined]
+    second.pid = 4242
     assert _worker(pool, str(first.number)) is first
     assert _worker(pool, "4242") is second
     with pytest.raises(ControlError, match=r"no worker 7 \(workers: 1, 2\)"):

@@ -22,10 +22,11 @@ from twisted.python.failure import Failure
 
 from preforktwist.common.endpoints import parseListen
 from preforktwist.common.reactors import preforkReactor
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolReady, PoolStopping, ProcessEnd
 from preforktwist.master.listeners import Listener, ListeningSockets
 from preforktwist.master.pool import Pool, PoolConfig
 from preforktwist.master.status.health import Readiness
+from preforktwist.master.systemd import SystemdService
 from preforktwist.master.upgrade.command import (
     MasterCommand,
     systemdEnvironment,
@@ -412,9 +413,9 @@ def test_successor_says_hello_then_ready_then_takes_over() -> None:
         successor.attach(service)
     _, transport = reactor.streams[0]
     assert b"Hello" in transport.value() and b"Ready" not in transport.value()
-    services[0].pool.emit(PoolEvent.READY)
+    services[0].pool.emit(PoolReady(at=0.0, size=1))
     assert b"Ready" not in transport.value()
-    services[1].pool.emit(PoolEvent.READY)
+    services[1].pool.emit(PoolReady(at=0.0, size=1))
     assert b"Ready" in transport.value()
     successor.takeOver()
     assert [s.calls for s in services] == [["takeOver"], ["takeOver"]]
@@ -448,7 +449,7 @@ def test_stop_after_hand_over_retires_instead_of_draining() -> None:
     h.pool.whenDrained().addCallback(drained.append)
     assert drained == [None]
     for worker in h.spawned:
-        h.pool.workerExited(worker, "exited with status 0")
+        h.pool.workerExited(worker, ProcessEnd(status=0))
     assert done == [None]
 
 
@@ -484,7 +485,60 @@ def test_unix_listener_handed_over(tmp_path: Path) -> None:
 def test_readiness_after_hand_over() -> None:
     pool = Pool(lambda n, s: None, PoolConfig(1), MemoryReactorClock())  # type: ignore[arg-type,return-value]
     readiness = Readiness(pool)
-    pool.emit(PoolEvent.STOPPING)
+    pool.emit(PoolStopping(at=0.0))
     assert readiness.check()[0] is False
     readiness.handedOver = True
     assert readiness.check() == (True, "handed over to the new master")
+
+
+def test_systemd_follows_the_new_master(tmp_path: Path) -> None:
+    """
+    The old master tells systemd the new master's pid, then says nothing
+    (its watchdog pings stop); the new master, silent until it takes over,
+    then says it is ready and feeds the watchdog that watched the old one.
+    """
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(address)
+        systemd.setblocking(False)
+
+        def received() -> list[str]:
+            messages = []
+            while True:
+                try:
+                    messages.append(systemd.recv(4096).decode())
+                except BlockingIOError:
+                    return messages
+
+        old, new = Harness(1), Harness(1)
+        environ = {
+            "NOTIFY_SOCKET": address,
+            "WATCHDOG_USEC": "2000000",
+            "WATCHDOG_PID": str(os.getpid()),
+        }
+        oldSide = SystemdService(old.pool, environ, clock=old.clock)
+        oldSide.startService()
+        received()
+        oldSide.handOver(4321)
+        assert received() == [
+            "MAINPID=4321\nREADY=1\nSTATUS=upgraded: the new master (pid 4321) serves"
+        ]
+        old.clock.advance(5)
+        old.pool.emit(PoolStopping(at=5.0))
+        assert received() == []
+        oldSide.stopService()
+
+        # The new master: WATCHDOG_PID names the old one.
+        environ["WATCHDOG_PID"] = "1"
+        newSide = SystemdService(new.pool, environ, clock=new.clock, muted=True)
+        newSide.startService()
+        new.pool.emit(PoolReady(at=0.0, size=1))
+        new.clock.advance(5)
+        assert received() == []
+        newSide.takeOver()
+        ready, ping = received()
+        assert ready.startswith(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=")
+        assert ping == "WATCHDOG=1"
+        new.clock.advance(1)
+        assert received() == ["WATCHDOG=1"]
+        newSide.stopService()

@@ -17,7 +17,7 @@ from preforktwist.master.pool import WorkerState
 from preforktwist.master.status.health import Readiness, live, ready
 from tests.conftest import StartMaster
 from tests.harness import Master, waitUntil
-from tests.test_pool import Harness
+from tests.test_pool import KILLED, Harness
 from tests.test_status import STATUS, statusURL
 
 
@@ -46,10 +46,10 @@ def test_readiness_follows_the_pool() -> None:
     assert ready(readiness)[0] == 503
     h.readyAll()
     assert ready(readiness) == (200, "ok: 2 of 2 workers accepting")
-    h.pool.workerExited(first, "killed by SIGKILL")
+    h.pool.workerExited(first, KILLED)
     assert ready(readiness) == (200, "ok: 1 of 2 workers accepting")
     for worker in h.pool.inState(WorkerState.ACCEPTING):
-        h.pool.workerExited(worker, "killed by SIGKILL")
+        h.pool.workerExited(worker, KILLED)
     assert ready(readiness) == (503, "not ready: no worker accepting (0 of 2)")
     h.clock.advance(60)  # the replacements' backoff after quick deaths
     h.readyAll()

@@ -283,20 +283,20 @@ def watched(size: int = 2) -> tuple[Harness, SaturationWatch]:
     h.readyAll()
     for worker in h.spawned:
         worker.maxConcurrent = 2  # type: ignore[attr-defined]
-        worker.open = 0  # type: ignore[attr-defined]
+        worker.open = 0
     watch = SaturationWatch(h.pool, [], h.clock, interval=1.0, repeat=60.0)
     return h, watch
 
 
 def fill(h: Harness, open: int) -> None:
     for worker in h.spawned:
-        worker.open = open  # type: ignore[attr-defined]
+        worker.open = open
 
 
 def test_saturation_needs_every_accepting_worker_at_its_cap() -> None:
     h, _ = watched()
     assert not isSaturated(h.pool)
-    h.spawned[0].open = 2  # type: ignore[attr-defined]
+    h.spawned[0].open = 2
     assert not isSaturated(h.pool)
     fill(h, 2)
     assert isSaturated(h.pool)

@@ -4,21 +4,27 @@ The pool's rules, with a fake clock and fake workers: no processes.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from preforktwist.master.events import RestartCause
+from preforktwist.master.events import ProcessEnd, RestartCause
 from preforktwist.master.pool import Pool, PoolConfig, WorkerState
 from preforktwist.protocol.control import ReplaceCause
+
+#: How the fake workers end.
+CLEAN_EXIT = ProcessEnd(status=0)
+KILLED = ProcessEnd(signal=signal.SIGKILL)
 
 
 class FakeWorker:
     def __init__(self, number: int) -> None:
         self.number = number
+        self.pid: int | None = None
         self.state = WorkerState.BOOTING
-        self.accepted = self.served = 0
+        self.accepted = self.served = self.open = 0
         self.standby = False
         self.calls: list[str] = []
 
@@ -111,7 +117,7 @@ def test_replacement_first() -> None:
     assert old.state is WorkerState.RETIRING
     assert len(h.spawned) == 3
     assert h.busy() == 2
-    h.pool.workerExited(old, "exited with status 0")
+    h.pool.workerExited(old, CLEAN_EXIT)
     assert len(h.spawned) == 3
 
 
@@ -130,9 +136,9 @@ def test_never_more_than_size_busy() -> None:
                 if round % 3:
                     h.pool.workerWantsReplacement(worker, ReplaceCause.ALLOWANCE)
                 else:
-                    h.pool.workerExited(worker, "was killed by SIGKILL")
+                    h.pool.workerExited(worker, KILLED)
             elif worker.state is WorkerState.RETIRING:
-                h.pool.workerExited(worker, "exited with status 0")
+                h.pool.workerExited(worker, CLEAN_EXIT)
         h.clock.advance(2)
         assert h.busy() <= 3
 
@@ -142,7 +148,7 @@ def test_crash_is_replaced() -> None:
     h.pool.start()
     h.readyAll()
     h.clock.advance(10)
-    h.pool.workerExited(h.spawned[0], "was killed by SIGKILL")
+    h.pool.workerExited(h.spawned[0], KILLED)
     assert len(h.spawned) == 3
     assert h.pool.failures == 0
 
@@ -155,18 +161,18 @@ def test_boot_failures_back_off_then_give_up() -> None:
     h = Harness(1, maxBootFailures=3, backoff=0.5)
     h.pool.start()
     h.pool.workerBootFailed(h.spawned[0], "cannot import x")
-    h.pool.workerExited(h.spawned[0], "exited with status 3")
+    h.pool.workerExited(h.spawned[0], ProcessEnd(status=3))
     assert len(h.spawned) == 1
     h.clock.advance(0.49)
     assert len(h.spawned) == 1
     h.clock.advance(0.01)
     assert len(h.spawned) == 2
-    h.pool.workerExited(h.spawned[1], "exited with status 3")
+    h.pool.workerExited(h.spawned[1], ProcessEnd(status=3))
     h.clock.advance(0.99)
     assert len(h.spawned) == 2
     h.clock.advance(0.01)
     assert len(h.spawned) == 3
-    h.pool.workerExited(h.spawned[2], "exited with status 3")
+    h.pool.workerExited(h.spawned[2], ProcessEnd(status=3))
     assert h.gaveUp and "exited with status 3" in h.gaveUp[0]
     h.clock.advance(100)
     assert len(h.spawned) == 3
@@ -182,7 +188,7 @@ def test_boot_failures_after_ready_never_give_up() -> None:
         booting = h.pool.inState(WorkerState.BOOTING)
         assert len(booting) <= 1
         if booting:
-            h.pool.workerExited(booting[0], "exited with status 3")
+            h.pool.workerExited(booting[0], ProcessEnd(status=3))
         h.clock.advance(4)
     assert not h.gaveUp
     assert h.pool.failures >= 9
@@ -202,11 +208,11 @@ def test_stop_drains_then_kills_after_grace() -> None:
     done: list[None] = []
     h.pool.stop().addCallback(done.append)
     assert [w.calls for w in h.spawned] == [["stop"], ["stop"]]
-    h.pool.workerExited(h.spawned[0], "exited with status 0")
+    h.pool.workerExited(h.spawned[0], CLEAN_EXIT)
     assert not done
     h.clock.advance(10)
     assert h.spawned[1].calls == ["stop", "kill"]
-    h.pool.workerExited(h.spawned[1], "was killed by SIGKILL")
+    h.pool.workerExited(h.spawned[1], KILLED)
     assert done == [None]
     assert len(h.spawned) == 2
 
@@ -246,7 +252,7 @@ def test_replacement_ahead_of_time() -> None:
     h.pool.workerWantsReplacement(old, ReplaceCause.ALLOWANCE)
     assert h.spawned[2].calls == ["activate"]
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
-    h.pool.workerExited(old, "exited with status 0")
+    h.pool.workerExited(old, CLEAN_EXIT)
     assert len(h.spawned) == 3
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 2
     assert h.pool.restarts == {"allowance": 1}
@@ -286,7 +292,7 @@ def test_rolling_reload_one_at_a_time() -> None:
         h.pool.workerReady(booting[0])
         for w in h.pool.inState(WorkerState.RETIRING):
             assert h.spawned[w.number - 1].calls == ["retire"]
-            h.pool.workerExited(w, "exited with status 0")
+            h.pool.workerExited(w, CLEAN_EXIT)
     assert not h.pool.reloading
     accepting = {w.number for w in h.pool.inState(WorkerState.ACCEPTING)}
     assert len(accepting) == 3 and not accepting & old
@@ -301,7 +307,7 @@ def test_failed_reload_keeps_old_workers() -> None:
     h.pool.reload()
     (new,) = h.pool.inState(WorkerState.BOOTING)
     h.pool.workerBootFailed(new, "cannot import myapp")
-    h.pool.workerExited(new, "exited with status 3")
+    h.pool.workerExited(new, ProcessEnd(status=3))
     assert not h.pool.reloading
     assert {w.number for w in h.pool.inState(WorkerState.ACCEPTING)} == old
     h.clock.advance(60)
@@ -360,7 +366,7 @@ def test_reload_with_a_worker_near_its_allowance() -> None:
     for _ in range(5):
         h.readyAll()
         for w in h.pool.inState(WorkerState.RETIRING):
-            h.pool.workerExited(w, "exited with status 0")
+            h.pool.workerExited(w, CLEAN_EXIT)
     assert not h.pool.reloading
     assert len(h.pool.inState(WorkerState.ACCEPTING)) == 1
 
@@ -453,7 +459,7 @@ def test_reload_retires_standbys_and_boots_new_ones() -> None:
     for _ in range(5):
         h.readyAll()
         for w in h.pool.inState(WorkerState.RETIRING):
-            h.pool.workerExited(w, "exited with status 0")
+            h.pool.workerExited(w, CLEAN_EXIT)
     assert not h.pool.reloading
     assert {w.number for w in h.pool.workers.values()} & {1, 2} == set()
     assert len(h.pool.inState(WorkerState.STANDBY)) == 1
@@ -488,7 +494,7 @@ def test_reloads_during_a_reload_coalesce() -> None:
         if booting:
             h.pool.workerReady(booting[0])
         for w in h.pool.inState(WorkerState.RETIRING):
-            h.pool.workerExited(w, "exited with status 0")
+            h.pool.workerExited(w, CLEAN_EXIT)
 
     for _ in range(20):
         h.pool.reload()

@@ -273,3 +273,50 @@ def test_proxyInfoIsTheParsedHeader() -> None:
     )
     peer = wrapper.getPeer()
     assert isinstance(peer, IPv4Address) and peer.host == "203.0.113.7"
+
+
+def test_httpChannelIsInsideWhatASiteBuilds() -> None:
+    from twisted.web.http import HTTPChannel
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    site = Site(Resource())
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    channel = private.httpChannel(protocol)
+    assert isinstance(channel, HTTPChannel), changed(
+        "twisted.web.http._GenericHTTPChannelProtocol._channel"
+    )
+    assert private.httpChannel(Protocol()) is None
+    assert private.httpChannel(channel) is None
+
+
+def test_unparsedInputIsWhatPipelinedRequestsLeft() -> None:
+    """
+    While a request is answered, what the client sent after it is held,
+    unparsed: in the channel's own buffer once it is handling a request,
+    in the line receiver's while it parses one.
+    """
+    from twisted.web.http import HTTPChannel, Request
+
+    held: list[Request] = []
+
+    class Holding(Request):
+        def process(self) -> None:
+            held.append(self)
+
+    channel: Any = HTTPChannel()
+    channel.requestFactory = Holding
+    channel.makeConnection(StringTransport())
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    channel.dataReceived(get)
+    assert private.unparsedInput(channel) == 0
+    channel.dataReceived(get + b"GET /a")
+    assert private.unparsedInput(channel) == len(get) + 6, changed(
+        "HTTPChannel._dataBuffer"
+    )
+    held[0].finish()
+    assert len(held) == 2  # the next request is parsed and handled
+    held[1].finish()
+    # Nothing in progress: the start of the third waits for its line's end.
+    assert private.unparsedInput(channel) == 6, changed("LineReceiver._buffer")
+    channel.connectionLost(None)

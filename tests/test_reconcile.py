@@ -14,11 +14,16 @@ from collections.abc import Callable
 import pytest
 from twisted.internet.task import Clock
 
-from preforktwist.master.events import PoolEvent, RestartCause
+from preforktwist.master.events import (
+    PoolEvent,
+    ProcessEnd,
+    RestartCause,
+    WorkersChanged,
+)
 from preforktwist.master.pool import Pool, PoolConfig, WorkerRecord, WorkerState
 from preforktwist.master.pool.invariants import Invariants
 from preforktwist.protocol.control import ReplaceCause
-from tests.test_pool import FakeWorker, Harness
+from tests.test_pool import CLEAN_EXIT, KILLED, FakeWorker, Harness
 
 #: How many sequences, and how many events in each.
 SEQUENCES = 300
@@ -135,7 +140,7 @@ class Sequence:
 
         def bootFails(w: FakeWorker) -> None:
             pool.workerBootFailed(w, "cannot import app")
-            pool.workerExited(w, "exited with status 3")
+            pool.workerExited(w, ProcessEnd(status=3))
 
         def released(w: FakeWorker) -> None:
             if "stop" in w.calls and not w.stopped.called:
@@ -145,8 +150,8 @@ class Sequence:
             ("ready", self.unready(), pool.workerReady),
             ("ready", self.unready(), pool.workerReady),
             ("boot failure", self.some(B), bootFails),
-            ("crash", self.some(A, S), lambda w: pool.workerExited(w, "SIGKILL")),
-            ("exit", self.some(R, T), lambda w: pool.workerExited(w, "status 0")),
+            ("crash", self.some(A, S), lambda w: pool.workerExited(w, KILLED)),
+            ("exit", self.some(R, T), lambda w: pool.workerExited(w, CLEAN_EXIT)),
             ("near allowance", self.some(A), pool.workerNearAllowance),
             (
                 f"replace me ({cause.value})",
@@ -207,7 +212,7 @@ class Sequence:
                     pool.workerReady(worker)
                 elif worker.state is WorkerState.RETIRING or "kill" in worker.calls:
                     moving = True
-                    pool.workerExited(worker, "exited with status 0")
+                    pool.workerExited(worker, CLEAN_EXIT)
             self.check()
             if not moving:
                 return
@@ -239,7 +244,7 @@ class Sequence:
                 worker.stopped.callback(None)
         assert drained == [None], f"seed {self.seed}: never drained"
         for gone in list(pool.workers.values()):
-            pool.workerExited(gone, "exited with status 0")
+            pool.workerExited(gone, CLEAN_EXIT)
         self.check()
         assert self.stopped == [None], f"seed {self.seed}: the stop never fired"
 
@@ -288,11 +293,12 @@ def test_an_event_during_a_step_waits_for_it() -> None:
     h.append(Harness(1, spawn=spawn))
     pool = h[0].pool
     started: list[int] = []
-    pool.observers.append(
-        lambda event: (
-            started.append(len(pool.workers)) if event is PoolEvent.CHANGED else None
-        )
-    )
+
+    def heard(event: PoolEvent) -> None:
+        if isinstance(event, WorkersChanged):
+            started.append(len(pool.workers))
+
+    pool.observers.append(heard)
     pool.start()
     assert [w.number for w in h[0].spawned] == [1, 2, 3]
     assert depth == []

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import IService, MultiService
 
-from preforktwist.master.events import RestartCause
+from preforktwist.master.events import ProcessEnd, RestartCause
 from preforktwist.master.status.metrics import exposition
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdNotifier
@@ -46,7 +46,7 @@ def eventful() -> Harness:
     first, second = h.spawned
     h.pool.workerWantsReplacement(first, ReplaceCause.ALLOWANCE)
     h.readyAll()
-    h.pool.workerExited(second, "exited with status 1")
+    h.pool.workerExited(second, ProcessEnd(status=1))
     h.readyAll()
     for _ in range(12):
         h.clock.advance(1)
@@ -149,4 +149,4 @@ def test_systemd_hears_each_pool_event(tmp_path: Path) -> None:
                 break
     firsts = [line.split("=")[0] for line in heard if not line.startswith("STATUS")]
     assert firsts == ["READY", "RELOADING", "READY", "STOPPING"]
-    assert "STATUS=1 booting (want 1)" in heard  # PoolEvent.CHANGED
+    assert "STATUS=1 booting (want 1)" in heard  # WorkersChanged

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from preforktwist.common.reactors import preforkReactor
+from preforktwist.master.events import ProcessEnd
 from preforktwist.master.forkclient import ForkServerProcess
 from preforktwist.master.handle import WorkerProcess
 from preforktwist.master.service import PreforkService
@@ -109,8 +110,8 @@ class FakePool:
     def workerBootFailed(self, worker: WorkerProcess, reason: str) -> None:
         self.bootFailures.append((worker.number, reason))
 
-    def workerExited(self, worker: WorkerProcess, how: str) -> None:
-        self.exits.append((worker.number, how))
+    def workerExited(self, worker: WorkerProcess, end: ProcessEnd) -> None:
+        self.exits.append((worker.number, end.describe()))
 
 
 class FakeForkServer:

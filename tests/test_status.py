@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.status.web import Answer, StatusSite, statusSite
 from tests.conftest import StartMaster
-from tests.harness import Master, exchange, waitUntil
+from tests.harness import Load, Master, exchange, waitUntil
 from tests.test_pool import Harness
 
 STATUS = ["--status", "tcp:0:interface=127.0.0.1"]
@@ -145,61 +145,113 @@ def chromium() -> str | None:
 def test_scoreboard_page_in_a_browser(serve: StartMaster) -> None:
     """
     The page shows one row per live worker and follows a replacement
-    without being reloaded.  A screenshot is kept in tests/artifacts/.
+    without being reloaded, and draws the last minutes: the traffic, the
+    connections held open, a reload and a crash.  Screenshots are kept in
+    tests/artifacts/.
     """
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Page, sync_playwright
 
     executable = chromium()
     assert executable, "chromium is missing"
     master = serve("-w", "3", "-p", "tests.apps.PidEcho", *STATUS)
     master.waitForWorkers(3)
-    for _ in range(30):
-        exchange(master.port, b"x")
     url = statusURL(master)
-    with sync_playwright() as p:
+
+    def rowPids(page: Page) -> set[int]:
+        # A worker the fork server has not forked yet has no pid (null).
+        return {
+            int(p)
+            for p in page.locator("#rows tr").evaluate_all(
+                "rows => rows.map(r => r.dataset.pid)"
+            )
+            if p != "null"
+        }
+
+    def drawn(page: Page, selector: str) -> int:
+        return page.locator(selector).count()
+
+    idle: list[socket.socket] = []
+    with (
+        Load(master.port, clients=2, pause=0.02) as load,
+        sync_playwright() as p,
+    ):
         browser = p.chromium.launch(
             executable_path=executable,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.goto(url)
-
-            def rowPids() -> set[int]:
-                return {
-                    int(p)
-                    for p in page.locator("#rows tr").evaluate_all(
-                        "rows => rows.map(r => r.dataset.pid)"
-                    )
-                }
-
             waitUntil(
-                lambda: rowPids() == set(master.liveWorkers()), 15, "a row per worker"
+                lambda: rowPids(page) == set(master.liveWorkers()),
+                15,
+                "a row per worker",
             )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "status.png"), full_page=True)
+            load.waitForMore(100)
+            old = set(master.liveWorkers())
+            master.signal(signal.SIGHUP)
+            master.waitForLine("reload finished", 60)
+            waitUntil(
+                lambda: (
+                    len(master.liveWorkers()) == 3
+                    and not old & set(master.liveWorkers())
+                ),
+                30,
+                "the old workers gone",
+            )
             victim = master.liveWorkers()[0]
             os.kill(victim, signal.SIGKILL)
             waitUntil(
                 lambda: (
-                    victim not in rowPids()
-                    and len(rowPids()) == 3
-                    and rowPids() == set(master.liveWorkers())
+                    victim not in rowPids(page)
+                    and len(rowPids(page)) == 3
+                    and rowPids(page) == set(master.liveWorkers())
                 ),
                 20,
                 "the page to show the replacement",
             )
             assert page.locator("#restarts").inner_text().count("crash: 1") == 1
+            # Clients that connect and say nothing: open connections to draw.
+            idle += [
+                socket.create_connection(("127.0.0.1", master.port)) for _ in "1234"
+            ]
+            # The picture: a line per series, the reload as a span, the
+            # crash and the reload's replacements as restart ticks.
+            waitUntil(
+                lambda: (
+                    drawn(page, "#chart-per_second rect.span-reload") == 1
+                    and drawn(page, "#chart-open .restart[data-cause=crash]") == 1
+                    and drawn(page, "#chart-queued .restart[data-cause=reload]") >= 1
+                ),
+                15,
+                "the reload and the crash drawn",
+            )
+            assert drawn(page, "#chart-per_second polyline.series") >= 1
+            waitUntil(
+                lambda: page.locator("#now-open").inner_text() == "4",
+                15,
+                "the idle clients drawn as open",
+            )
+            load.waitForMore(200)
+            assert "crash 1" in page.locator("#legend").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "status.png"), full_page=True)
             phone = browser.new_page(viewport={"width": 390, "height": 800})
             phone.goto(url)
+            waitUntil(lambda: len(rowPids(phone)) == 3, 15, "rows on a phone")
             waitUntil(
-                lambda: phone.locator("#rows tr").count() == 3, 15, "rows on a phone"
+                lambda: drawn(phone, "#chart-open .restart[data-cause=crash]") == 1,
+                15,
+                "the picture on a phone",
             )
             phone.screenshot(path=str(ARTIFACTS / "status-phone.png"), full_page=True)
             width = phone.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"the page is {width}px wide on a 390px phone"
         finally:
             browser.close()
+            for client in idle:
+                client.close()
+    assert load.failed == [], load.report()
 
 
 # The endpoint's HTTP server, in process.

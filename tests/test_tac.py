@@ -4,8 +4,12 @@ The .tac files in tap/ start with C{twistd -ny} and serve.
 
 from __future__ import annotations
 
+import http.server
+import json
+import os
 import re
 import signal
+import threading
 from pathlib import Path
 
 from tests.harness import REPO, TWISTD, Master, exchange, waitUntil
@@ -101,4 +105,60 @@ def test_two_pools_tac(tmp_path: Path) -> None:
         master.signal(signal.SIGTERM)
         assert master.wait() == 0
     finally:
+        assert master.reap() == []
+
+
+class _AlertServer(http.server.HTTPServer):
+    """An alert webhook: keeps each JSON body posted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Alerts)
+        self.posted: list[dict[str, object]] = []
+
+
+class _Alerts(http.server.BaseHTTPRequestHandler):
+    server: _AlertServer
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        self.server.posted.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_hooks_tac(tmp_path: Path) -> None:
+    """
+    The hooks example logs every pool event, and posts a crash to its
+    alert URL (from a thread of the master's).
+    """
+    alerts = _AlertServer()
+    posted = alerts.posted
+    thread = threading.Thread(target=alerts.serve_forever, daemon=True)
+    thread.start()
+    master = runTac(
+        tmp_path,
+        "hooks.tac",
+        {
+            "PREFORKTWIST_LISTEN": "tcp:0:interface=127.0.0.1",
+            "PREFORKTWIST_WORKERS": "1",
+            "PREFORKTWIST_ALERT_URL": f"http://127.0.0.1:{alerts.server_port}/",
+        },
+    )
+    try:
+        master.waitForLine(r"pool event ready: size=1")
+        (victim,) = master.liveWorkers()
+        os.kill(victim, signal.SIGKILL)
+        waitUntil(lambda: posted, 20, "the crash alert")
+        assert posted[0]["event"] == "worker_exited"
+        assert (posted[0]["pid"], posted[0]["cause"]) == (victim, "crash")
+        master.waitForLine(r"pool event worker_exited: .*cause=crash")
+        master.signal(signal.SIGTERM)
+        assert master.wait() == 0
+        assert len(posted) == 1
+    finally:
+        alerts.shutdown()
+        alerts.server_close()
         assert master.reap() == []

@@ -32,6 +32,15 @@ The names, by the job that needs them:
     C{_selectables} (L{forgetRegistrations}, L{forgetWaker}): a reactor
     installed before C{fork()} (C{--preload}) must get an epoll instance
     and a waker of the child's own without touching the parent's.
+  - C{twisted.web.http._GenericHTTPChannelProtocol} and its C{_channel}
+    (L{httpChannel}): C{Site} and every C{HTTPFactory} build this
+    private wrapper around the C{HTTPChannel} (it switches to HTTP/2 after
+    ALPN); a retiring worker must reach the channel to close it when idle.
+  - C{HTTPChannel._dataBuffer} and C{LineReceiver._buffer}
+    (L{unparsedInput}): what a channel has read but not yet parsed, the
+    pipelined requests behind the one being answered; a retiring worker
+    answers those before it closes the connection, and no public name
+    says whether there are any.
   - C{twisted.protocols.haproxy._wrapper} and the wrapper's
     C{_proxyInfo} (L{HAProxyWrappingFactory}, L{proxyInfo}): the public
     API is an endpoint wrapper only, and the worker serves adopted
@@ -59,12 +68,14 @@ __all__ = [
     "addExclusiveReader",
     "forgetRegistrations",
     "forgetWaker",
+    "httpChannel",
     "isReading",
     "pollerDescriptor",
     "portFromDescriptor",
     "proxyInfo",
     "reservedDescriptor",
     "takeAdoptedSocket",
+    "unparsedInput",
     "usesEpoll",
 ]
 
@@ -191,3 +202,27 @@ def proxyInfo(wrapper: HAProxyProtocolWrapper) -> object | None:
     the whole header has been read.
     """
     return wrapper._proxyInfo
+
+
+def httpChannel(protocol: object) -> object | None:
+    """
+    The channel inside the protocol a twisted.web C{HTTPFactory} builds (an
+    C{HTTPChannel}, or C{H2Connection} after HTTP/2 was negotiated), or
+    L{None} if C{protocol} is not that wrapper.  Only called once
+    C{twisted.web.http} is imported: a worker serving no web site never
+    loads it.
+    """
+    from twisted.web.http import _GenericHTTPChannelProtocol
+
+    if isinstance(protocol, _GenericHTTPChannelProtocol):
+        return protocol._channel
+    return None
+
+
+def unparsedInput(channel: Any) -> int:
+    """
+    How many bytes an C{HTTPChannel} has read and not yet parsed: pipelined
+    requests held back while one is answered, or the start of the next.
+    """
+    held = sum(len(chunk) for chunk in channel._dataBuffer)
+    return held + len(channel._buffer)

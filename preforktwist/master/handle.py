@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import Spare, adoptStream, adoptStreamWithSpare
+from preforktwist.master.events import ProcessEnd
 from preforktwist.master.pool import WorkerState
 from preforktwist.protocol.config import WorkerConfig
 from preforktwist.protocol.control import (
@@ -116,23 +117,19 @@ class _MasterControl(ControlChannel):
         self.worker.controlLost(reason)
 
 
-def describeEnd(reason: Failure) -> str:
+def processEnd(reason: Failure) -> ProcessEnd:
     """
-    How a process ended, in words: C{exited with status 3}, C{was killed by
-    SIGKILL}.
+    How a process ended, from what Twisted reported: its exit status, or
+    the signal that killed it.
     """
     value = reason.value
     if isinstance(value, ProcessDone):
-        return "exited with status 0"
+        return ProcessEnd(status=0)
     if isinstance(value, ProcessTerminated):
         if value.signal is not None:
-            try:
-                name = signal.Signals(value.signal).name
-            except ValueError:
-                name = f"signal {value.signal}"
-            return f"was killed by {name}"
-        return f"exited with status {value.exitCode}"
-    return f"ended ({value})"
+            return ProcessEnd(signal=value.signal)
+        return ProcessEnd(status=value.exitCode)
+    return ProcessEnd()
 
 
 def spawnWithChannel(
@@ -475,4 +472,4 @@ class WorkerProcess(ProcessProtocol):
         self._exitReport = None
         if self.control is not None and self.control.transport is not None:
             self.control.transport.loseConnection()
-        self.pool.workerExited(self, describeEnd(reason))
+        self.pool.workerExited(self, processEnd(reason))

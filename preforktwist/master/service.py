@@ -3,11 +3,11 @@ L{PreforkService}: the pre-forking server as an ordinary Twisted service.
 
 It is a C{MultiService} that only wires its children, each a small service
 with one job, started in this order: the listening sockets, the systemd
-notifier, what serves (the workers, and the memory/age limits and the
-adaptive size acting on them), the scoreboard, the saturation watch, the
-orphan reaper (as PID 1 only) and the status endpoint.  Its own code
-decides only what Twisted cannot: the two-step stop, a new worker's
-configuration, and giving up.
+notifier, the user's hooks (if any), what serves (the workers, and the
+memory/age limits and the adaptive size acting on them), the scoreboard,
+the saturation watch, the orphan reaper (as PID 1 only) and the status
+endpoint.  Its own code decides only what Twisted cannot: the two-step
+stop, a new worker's configuration, and giving up.
 """
 
 from __future__ import annotations
@@ -26,9 +26,15 @@ from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
 from preforktwist.master.control.server import ControlCommands, ControlService
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolEvent, WorkersChanged
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
+from preforktwist.master.hooks import (
+    HookService,
+    IPoolObserver,
+    checkObserver,
+    loadObserver,
+)
 from preforktwist.master.listeners import ListeningSockets
 from preforktwist.master.policy.autoscale import Autoscaler, PoolSampler
 from preforktwist.master.policy.limits import WorkerLimits
@@ -87,6 +93,7 @@ class PreforkService(MultiService):
         settings: Settings | None = None,
         reactor: object | None = None,
         starter: IWorkerStarter | None = None,
+        observers: Sequence[IPoolObserver] = (),
         setExitStatus: Callable[[int], None] = exitWithStatusAtInterpreterExit,
         **keywords: Any,
     ) -> None:
@@ -102,10 +109,13 @@ class PreforkService(MultiService):
         @param reactor: the reactor; default the global one.
         @param starter: how workers are started; default a fork server, or
             fresh interpreters with C{forkServer=False}.
+        @param observers: told of the pool's events, besides the one
+            C{hooks} names (see L{preforktwist.master.hooks}).
         @param setExitStatus: called with the process's exit status when the
             server gives up; default at the interpreter's exit.
         @raise ValueError: for a value that cannot work, with the message
             C{--option: reason}, as on the command line.
+        @raise TypeError: an observer does not provide L{IPoolObserver}.
         """
         MultiService.__init__(self)
         self.settings = settings = _settings(listen, settings, keywords)
@@ -131,6 +141,7 @@ class PreforkService(MultiService):
             renew=self.starter.renew,
         )
         self.pool.observers.append(self._sweepLoadBoard)
+        self.hooks = HookService(self.pool, self._observers(observers), reactor)
         self.scoreboard = Scoreboard(self.pool, self.listeners.listeners, reactor)
         self.limits = self._limits()
         self.autoscaler = self._autoscaler()
@@ -157,6 +168,12 @@ class PreforkService(MultiService):
             descriptions=self.descriptions,
             preload=preloadNames(settings) if settings.preload else (),
         )
+
+    def _observers(self, given: Sequence[IPoolObserver]) -> list[IPoolObserver]:
+        observers = [checkObserver(each) for each in given]
+        if self.settings.hooks is not None:
+            observers.append(loadObserver(self.settings.hooks))
+        return observers
 
     def _limits(self) -> WorkerLimits:
         settings = self.settings
@@ -217,6 +234,9 @@ class PreforkService(MultiService):
         """
         _adopt(self, self.listeners)
         _adopt(self, self.systemd)
+        if self.hooks.observers:
+            # Before what serves, to hear its first start and its last exit.
+            _adopt(self, self.hooks)
         # What serves, and the policies that act on it: stopped first, while
         # everything that watches the pool still runs.
         _adopt(self.serving, WorkersService(self.pool, self.starter))
@@ -363,12 +383,15 @@ class PreforkService(MultiService):
         self._loadSlots[number] = slot
         return slot
 
-    def _sweepLoadBoard(self, event: PoolEvent = PoolEvent.CHANGED) -> None:
+    def _sweepLoadBoard(self, event: PoolEvent | None = None) -> None:
         """
         Free the slots of workers that are gone: one killed or crashed
-        could not say that it accepts no more.
+        could not say that it accepts no more.  Done as a worker is
+        started, and as the workers change (C{event}).
         """
-        if self.loadBoard is None or event is not PoolEvent.CHANGED:
+        if self.loadBoard is None:
+            return
+        if event is not None and not isinstance(event, WorkersChanged):
             return
         for number, slot in list(self._loadSlots.items()):
             if number not in self.pool.workers:

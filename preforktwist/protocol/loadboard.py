@@ -18,12 +18,14 @@ Layout: a memory file (C{memfd_create}) of 32-bit signed integers.  Index
 0 holds how many slots are in use (the highest slot given out, plus one),
 so that a worker reads only those; slot C{i} is at index C{i + 1} and
 holds that worker's open connections, or L{ABSENT} when no accepting
-worker owns it.  The master creates the file, gives each worker a slot,
-passes the descriptor after the listening sockets, and clears the slot of
-a worker that is gone.  Each slot has one writer (its worker, or the
-master once it is gone), and a torn read cannot happen for an aligned
-32-bit word, so no lock is needed: a stale count only makes one decision
-a little less fair.
+worker owns it.  After the counts, one word per slot holds the pid of the
+worker that owns it (0 for none), so that a worker waiting for a sibling
+can ask the kernel whether that sibling is running.  The master creates
+the file, gives each worker a slot, passes the descriptor after the
+listening sockets, and clears the slot of a worker that is gone.  Each
+slot has one writer (its worker, or the master once it is gone), and a
+torn read cannot happen for an aligned 32-bit word, so no lock is needed:
+a stale count only makes one decision a little less fair.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ import os
 ABSENT = -1
 
 _WORD = 4
+
+
+def _words(capacity: int) -> int:
+    """
+    The words of a board of C{capacity} slots: slots in use, the counts,
+    the owners' pids.
+    """
+    return 1 + 2 * capacity
 
 
 def available() -> bool:
@@ -56,7 +66,7 @@ class LoadBoard:
     def __init__(self, fd: int, capacity: int) -> None:
         self.fd: int | None = fd
         self.capacity = capacity
-        self._map = mmap.mmap(fd, (capacity + 1) * _WORD)
+        self._map = mmap.mmap(fd, _words(capacity) * _WORD)
         self._words = memoryview(self._map).cast("i")
 
     @classmethod
@@ -66,9 +76,11 @@ class LoadBoard:
         descriptor is passed to the workers like the listening sockets.
         """
         fd = os.memfd_create("preforktwist-loadboard")
-        os.ftruncate(fd, (capacity + 1) * _WORD)
+        # The file starts zeroed: every pid 0.
+        os.ftruncate(fd, _words(capacity) * _WORD)
         board = cls(fd, capacity)
-        board._words[1:] = memoryview(bytes([0xFF]) * capacity * _WORD).cast("i")
+        absent = memoryview(bytes([0xFF]) * capacity * _WORD).cast("i")
+        board._words[1 : capacity + 1] = absent
         return board
 
     @classmethod
@@ -77,7 +89,7 @@ class LoadBoard:
         Map a board passed as C{fd} (the worker's side), then close C{fd}:
         the mapping outlives it.
         """
-        capacity = os.fstat(fd).st_size // _WORD - 1
+        capacity = (os.fstat(fd).st_size // _WORD - 1) // 2
         board = cls(fd, capacity)
         os.close(fd)
         board.fd = None
@@ -104,6 +116,7 @@ class LoadBoard:
         The worker owning C{slot} is gone: it counts no more.
         """
         self._words[slot + 1] = ABSENT
+        self._words[self.capacity + slot + 1] = 0
 
     # A worker's side.
 
@@ -116,6 +129,18 @@ class LoadBoard:
 
     def value(self, slot: int) -> int:
         return self._words[slot + 1]
+
+    def claim(self, slot: int, pid: int) -> None:
+        """
+        Say that the worker with process id C{pid} owns C{slot}.
+        """
+        self._words[self.capacity + slot + 1] = pid
+
+    def owner(self, slot: int) -> int:
+        """
+        The pid of the worker that owns C{slot}; 0 if none said so.
+        """
+        return self._words[self.capacity + slot + 1]
 
     def leastBusy(self, slot: int) -> tuple[int, int] | None:
         """

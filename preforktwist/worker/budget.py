@@ -8,6 +8,7 @@ accepted; the transports report each close.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from twisted.internet.defer import Deferred
 
 from preforktwist.protocol.loadboard import LoadBoard
 from preforktwist.worker.balance import Balance
+from preforktwist.worker.retiring import OpenConnections
 
 if TYPE_CHECKING:
     from preforktwist.worker.ports import BudgetedPort
@@ -28,6 +30,7 @@ class AcceptBudget:
 
     @ivar accepted: connections accepted so far.
     @ivar open: connections accepted and not yet closed.
+    @ivar connections: their transports.
     @ivar closing: no more connections will be accepted, ever.
     @ivar draining: stopping: accepting what is queued, then closing.
     @ivar held: a standby's budget: no room at all until L{release}.
@@ -57,6 +60,7 @@ class AcceptBudget:
         self.batch = 0
         self.accepted = 0
         self.open = 0
+        self.connections = OpenConnections()
         self.closing = False
         self.draining = False
         self.held = False
@@ -104,7 +108,7 @@ class AcceptBudget:
         Publish this worker's open count in C{slot} of C{board} from now on,
         and weigh it against the siblings' before accepting.
         """
-        self.balance.share(board, slot)
+        self.balance.share(board, slot, os.getpid())
         self._publish()
 
     def _publish(self) -> None:

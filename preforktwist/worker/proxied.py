@@ -96,3 +96,11 @@ class ProxyHeaderFactory(HAProxyWrappingFactory):
 
     def __init__(self, wrappedFactory: IProtocolFactory) -> None:
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
+
+
+def waitsForHeader(protocol: object) -> bool:
+    """
+    Whether C{protocol} is a PROXY header parser that has not yet read the
+    header, and so not yet connected the protocol it wraps.
+    """
+    return isinstance(protocol, _HeaderFirst) and not protocol._connected

@@ -41,6 +41,7 @@ from preforktwist.worker.budget import AcceptBudget
 from preforktwist.worker.loading import FactoryError, loadFactory, loadWorkerInit
 from preforktwist.worker.ports import adoptListener
 from preforktwist.worker.proxied import ProxyHeaderFactory
+from preforktwist.worker.retiring import Retirement
 
 #: Exit status of a worker that could not start serving.
 EXIT_BOOT_FAILURE = 3
@@ -112,6 +113,9 @@ class Worker:
         self.budget.held = config.standby
         self.budget.firstByteTimeout = config.firstByteTimeout
         self.control: _WorkerControl | None = None
+        #: Tells the application when this worker stops accepting; set once
+        #: its factory is built.
+        self.retirement: Retirement | None = None
         self.finishing = False
         self._nearAllowanceSent = False
         # Ask for the replacement at this count: before the last connection
@@ -156,6 +160,7 @@ class Worker:
         factory: IProtocolFactory = loadFactory(
             self.config.protocol, self.config.factory
         )
+        self.retirement = Retirement(factory, self.budget.connections, self.reactor)
         if self.config.workerInit is not None:
             init = loadWorkerInit(self.config.workerInit)
             yield maybeDeferred(init)
@@ -279,6 +284,10 @@ class Worker:
             setTitle(title)
 
     def _accepted(self) -> None:
+        if self.retirement is not None and self.retirement.begun:
+            # Taken from the queue by a stopping worker: told at once.
+            self.retirement.tellFresh()
+            return
         b = self.budget
         if (
             b.allowance > 1
@@ -321,7 +330,9 @@ class Worker:
 
     def finish(self, why: str, drain: bool) -> Deferred[None]:
         """
-        Accept nothing more (after draining the queue, with C{drain}), then
+        Accept nothing more (after draining the queue, with C{drain}),
+        tell the application (L{preforktwist.interfaces.IRetiring};
+        twisted.web's keep-alive connections are closed once idle), then
         exit once the open connections are done, or when the grace period
         ends, whichever comes first.  Heartbeats go on meanwhile: a worker
         finishing long connections is not stuck.
@@ -345,6 +356,11 @@ class Worker:
         # line then says why and how it ends, instead of two (every
         # replacement's retiring worker wrote both).
         closed.addCallback(self._portsClosed, None if drain else why)
+        if self.retirement is not None:
+            # After the close: what a protocol closes now cannot make room
+            # for another accept, except in a stop's drain, whose accepts
+            # are told too.
+            self.retirement.begin()
         if not self._exiting:
             # Exiting already (nothing was open): the final figures went.
             self._sendCounts()

@@ -1,12 +1,15 @@
 """
 The worker's server transports: Twisted's own TCP and UNIX transports,
-which tell the worker's budget when they close, and, with
-C{--first-byte-timeout}, abort a connection whose client stays silent.
+listed by the worker's budget while they are open (a retiring worker tells
+their protocols, L{preforktwist.worker.retiring}), telling it when they
+close, and, with C{--first-byte-timeout}, aborting a connection whose
+client stays silent.
 
 A protocol sees Twisted's transport and nothing else: the counting happens
 after Twisted's C{connectionLost} has run, and the timeout is kept below
 TLS and the PROXY header, so that the first byte is whatever the client
-sends first (a handshake, a header).
+sends first (a handshake, a header).  Their writes are sent at the end
+of the reactor's turn (L{preforktwist.worker.endofturn}).
 """
 
 from __future__ import annotations
@@ -16,24 +19,32 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import tcp, unix
 from twisted.python.failure import Failure
 
+from preforktwist.worker.endofturn import WritesAtEndOfTurn
+
 if TYPE_CHECKING:
     from preforktwist.worker.budget import AcceptBudget
 
 
 class _CountsClose:
     """
-    A server transport that tells its port's budget when it closes: a
-    counter at the transport costs nothing per byte, unlike wrapping every
-    protocol.
+    A server transport that is listed among its port's budget's open
+    connections until it closes, and tells the budget when it does: the
+    bookkeeping at the transport costs nothing per byte, unlike wrapping
+    every protocol, and the protocol sees Twisted's transport alone.
     """
 
     server: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.server.budget.connections.opened(self)
 
     def connectionLost(self, reason: Failure) -> None:
         try:
             super().connectionLost(reason)  # type: ignore[misc]
         finally:
             budget: AcceptBudget = self.server.budget
+            budget.connections.closed(self)
             budget.recordClosed()
 
 
@@ -73,19 +84,19 @@ class _WaitsForFirstByte(_CountsClose):
         super().connectionLost(reason)
 
 
-class CountedTCPServer(_CountsClose, tcp.Server):
+class CountedTCPServer(_CountsClose, WritesAtEndOfTurn, tcp.Server):
     pass
 
 
-class CountedUNIXServer(_CountsClose, unix.Server):
+class CountedUNIXServer(_CountsClose, WritesAtEndOfTurn, unix.Server):
     pass
 
 
-class TimedTCPServer(_WaitsForFirstByte, tcp.Server):
+class TimedTCPServer(_WaitsForFirstByte, WritesAtEndOfTurn, tcp.Server):
     pass
 
 
-class TimedUNIXServer(_WaitsForFirstByte, unix.Server):
+class TimedUNIXServer(_WaitsForFirstByte, WritesAtEndOfTurn, unix.Server):
     pass
 
 

@@ -28,7 +28,12 @@ from preforktwist.common.endpoints import ListenError
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.master.control.stacks import StackCapture
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import (
+    PoolEvent,
+    PoolStopping,
+    ReloadFailed,
+    ReloadFinished,
+)
 from preforktwist.master.listeners import repointLock, takeLock
 from preforktwist.master.pool import Pool
 from preforktwist.master.status.scoreboard import Scoreboard
@@ -165,19 +170,18 @@ def _reloaded(pool: Pool) -> Deferred[dict[str, Any]]:
     done: Deferred[dict[str, Any]] = Deferred()
 
     def event(what: PoolEvent) -> None:
-        if what is PoolEvent.RELOADED:
+        if isinstance(what, ReloadFailed):
             pool.observers.remove(event)
-            if pool.reloads.failed:
-                done.errback(
-                    ControlError(
-                        "reload stopped: a new worker failed to boot "
-                        f"({pool.lastFailure}); the old workers keep serving"
-                    )
+            done.errback(
+                ControlError(
+                    f"reload stopped: {what.reason}; the old workers keep serving"
                 )
-            else:
-                message = f"reload finished: every worker is new ({pool.summary()})"
-                done.callback({"message": message})
-        elif what is PoolEvent.STOPPING:
+            )
+        elif isinstance(what, ReloadFinished):
+            pool.observers.remove(event)
+            message = f"reload finished: every worker is new ({pool.summary()})"
+            done.callback({"message": message})
+        elif isinstance(what, PoolStopping):
             pool.observers.remove(event)
             done.errback(ControlError("the server is stopping"))
 

@@ -70,18 +70,19 @@ class Backoff:
         self.everReady = True
         self.failures = 0
 
-    def judge(self, running: bool, bootFailed: Callable[[], None]) -> None:
+    def judge(self, running: bool, bootFailed: Callable[[str], None]) -> None:
         """
         Hold starts back, or give up, for each failure recorded.
 
         @param running: whether the pool runs; a failure while it stops is
             counted, and calls for nothing.
-        @param bootFailed: called first for each failure to boot.
+        @param bootFailed: called first for each failure to boot, with
+            its reason.
         """
         recorded, self._recorded = self._recorded, []
         for reason, duringBoot in recorded:
             if duringBoot:
-                bootFailed()
+                bootFailed(reason)
             self.failures += 1
             if not running or self.gaveUp:
                 continue

@@ -12,7 +12,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 from preforktwist.common.logs import NamedLogger
-from preforktwist.master.events import PoolEvent, RestartCause
+from preforktwist.master.events import (
+    PoolEvent,
+    PoolResized,
+    ProcessEnd,
+    RestartCause,
+    WorkerAccepting,
+    WorkerExited,
+)
 from preforktwist.master.pool.backoff import Backoff
 from preforktwist.master.pool.config import PoolConfig
 from preforktwist.master.pool.reconcile import Reconciler
@@ -75,14 +82,14 @@ class Pool:
         self.exitedServed = 0
         #: Connections closed for silence by workers that are gone.
         self.exitedFirstByteTimeouts = 0
-        #: Called with each L{PoolEvent}.
-        self.observers: list[Callable[[PoolEvent], None]] = []
+        #: Called with each L{PoolEvent}, in the pool's step (see L{emit}).
+        self.observers: list[Callable[[PoolEvent], object]] = []
         self.broken: list[str] = []
         wake = self.reconcile
         self.backoff = Backoff(clock, config, giveUp, wake)
         self.watchdog = Watchdog(roster, config, clock, self.backoff, wake)
         self.reloads = Reloads(roster, config, clock, renew, self.emit, wake)
-        self.shutdown = Shutdown(roster, self.watchdog, self.emit, wake)
+        self.shutdown = Shutdown(roster, self.watchdog, clock, self.emit, wake)
         self._reconciler = Reconciler(self, spawn)
         self._heartbeats = LoopingCall(wake)
         self._heartbeats.clock = clock
@@ -156,6 +163,14 @@ class Pool:
                 self.roster.nowStandby(worker, now, current)
             else:
                 self.roster.nowAccepting(worker, now)
+                self.emit(
+                    WorkerAccepting(
+                        at=now,
+                        number=worker.number,
+                        pid=worker.pid,
+                        generation=record.generation,
+                    )
+                )
         self.reconcile()
 
     def workerAlive(self, worker: PoolWorker) -> None:
@@ -206,21 +221,23 @@ class Pool:
             return  # its exit was already judged, or it retires already
         restart = RestartCause.fromWorker(cause)
         self.roster.count(restart)
+        self.roster.record(worker).retiredFor = restart
         self.retiring(worker)
         # Logged after the step, so that a held replacement taking over at
         # this very moment shows as accepting in the line.
         self.reconcile()
         self.roster.logRetiring(worker, restart)
 
-    def workerExited(self, worker: PoolWorker, how: str) -> None:
+    def workerExited(self, worker: PoolWorker, end: ProcessEnd) -> None:
         """
-        The worker's process is gone; C{how} says why, for the log.
+        The worker's process is gone; C{end} says how.
         """
         self.watchdog.cancel(worker)
         record = self.roster.remove(worker)
         self.exitedAccepted += worker.accepted
         self.exitedServed += worker.served
         self.exitedFirstByteTimeouts += getattr(worker, "firstByteTimeouts", 0)
+        how = end.describe()
         if worker.state in (WorkerState.RETIRING, WorkerState.STOPPING):
             self.log.info(
                 "{worker} {how} ({summary})",
@@ -236,6 +253,20 @@ class Pool:
             backoff.failed(f"boot failure: {backoff.lastFailure}", duringBoot=True)
         else:
             self._crashed(worker, record, how)
+        now = self.clock.seconds()
+        self.emit(
+            WorkerExited(
+                at=now,
+                number=worker.number,
+                pid=worker.pid,
+                generation=record.generation,
+                end=end,
+                cause=_exitCause(worker, record),
+                accepted=worker.accepted,
+                served=worker.served,
+                lifetime=now - record.startedAt,
+            )
+        )
         self.reconcile()
 
     def resize(self, size: int) -> None:
@@ -247,7 +278,8 @@ class Pool:
         if size == self.size:
             return
         self.log.info("pool size {old} -> {new}", old=self.size, new=size)
-        self.size = size
+        old, self.size = self.size, size
+        self.emit(PoolResized(at=self.clock.seconds(), old=old, new=size))
         self.reconcile()
 
     def reload(self) -> None:
@@ -328,9 +360,21 @@ class Pool:
             self.backoff.failed(f"{worker.describe()} died {uptime:.1f}s after start")
 
     def emit(self, event: PoolEvent) -> None:
-        """Tell every observer of C{event}."""
+        """
+        Tell every observer of C{event}, at once, in the pool's step: an
+        observer must be quick and must not call the pool back (the user's
+        hooks are called later, by L{preforktwist.master.hooks}).  One that
+        raises is logged, and the others and the pool go on.
+        """
         for observer in list(self.observers):
-            observer(event)
+            try:
+                observer(event)
+            except Exception:
+                self.log.failure(
+                    "pool observer {observer!r} failed on {event}",
+                    observer=observer,
+                    event=event.name,
+                )
 
     def reconcile(self) -> None:
         """
@@ -338,3 +382,20 @@ class Pool:
         retire and kill (see L{Reconciler}).
         """
         self._reconciler.reconcile()
+
+
+def _exitCause(worker: PoolWorker, record: WorkerRecord) -> RestartCause | None:
+    """
+    Why a worker that exited went: taken for stuck, retired (by the pool
+    or at its own request), failed to boot, or crashed; L{None} if it
+    exited as the pool stopped.
+    """
+    if record.stuck:
+        return RestartCause.HEARTBEAT_TIMEOUT
+    if worker.state is WorkerState.RETIRING:
+        return record.retiredFor
+    if worker.state is WorkerState.STOPPING:
+        return None
+    if worker.state is WorkerState.BOOTING:
+        return RestartCause.BOOT_FAILURE
+    return RestartCause.CRASH

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from preforktwist.common.logs import NamedLogger
-from preforktwist.master.events import PoolEvent, RestartCause
+from preforktwist.master.events import (
+    PoolReady,
+    RestartCause,
+    WorkerAccepting,
+    WorkersChanged,
+    WorkerStarted,
+)
 from preforktwist.master.pool.invariants import Invariants
 from preforktwist.master.pool.roster import (
     Deadline,
@@ -168,9 +174,19 @@ class Reconciler:
         Another pass follows: the worker it replaces may go now.
         """
         roster = self.pool.roster
-        roster.record(worker).standby = False
+        record = roster.record(worker)
+        record.standby = False
         worker.activate()
-        roster.nowAccepting(worker, self.pool.clock.seconds())
+        now = self.pool.clock.seconds()
+        roster.nowAccepting(worker, now)
+        self.pool.emit(
+            WorkerAccepting(
+                at=now,
+                number=worker.number,
+                pid=worker.pid,
+                generation=record.generation,
+            )
+        )
         self._again = True
 
     def _start(self, standby: bool) -> bool:
@@ -196,6 +212,15 @@ class Reconciler:
             standby=" as a standby" if standby else "",
             summary=pool.summary(),
         )
+        pool.emit(
+            WorkerStarted(
+                at=now,
+                number=worker.number,
+                pid=worker.pid,
+                generation=record.generation,
+                standby=standby,
+            )
+        )
         return True
 
     def _announce(self) -> None:
@@ -204,10 +229,11 @@ class Reconciler:
         and the workers changed.
         """
         pool = self.pool
+        now = pool.clock.seconds()
         accepting = len(pool.roster.inState(WorkerState.ACCEPTING))
         if not self._announcedReady and pool.running and accepting >= pool.size:
             self._announcedReady = True
-            pool.emit(PoolEvent.READY)
+            pool.emit(PoolReady(at=now, size=pool.size))
         if pool.roster.changed:
             pool.roster.changed = False
-            pool.emit(PoolEvent.CHANGED)
+            pool.emit(WorkersChanged(at=now, summary=pool.summary()))

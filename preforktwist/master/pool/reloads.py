@@ -10,7 +10,13 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from preforktwist.common.logs import NamedLogger
-from preforktwist.master.events import PoolEvent, RestartCause
+from preforktwist.master.events import (
+    PoolEvent,
+    ReloadFailed,
+    ReloadFinished,
+    ReloadStarted,
+    RestartCause,
+)
 from preforktwist.master.pool.config import PoolConfig
 from preforktwist.master.pool.roster import Roster, WorkerState
 
@@ -34,7 +40,6 @@ class Reloads:
 
     @ivar generation: the generation of the workers started from now on.
     @ivar reloading: a reload is under way.
-    @ivar failed: the last reload stopped after a boot failure.
     """
 
     log = NamedLogger("preforktwist.pool.Pool")
@@ -61,7 +66,6 @@ class Reloads:
         self._wake = wake
         self.generation = 0
         self.reloading = False
-        self.failed = False
         self._asked = False
         self._renewalDue = False
         self._lastRenewal: float | None = None
@@ -90,11 +94,10 @@ class Reloads:
             )
         self._asked = self._renewalDue = False
         self.generation += 1
-        self.failed = False
         again = self.reloading
         self.reloading = True
         if not again:
-            self._emit(PoolEvent.RELOADING)
+            self._emit(ReloadStarted(at=now, generation=self.generation))
         self.log.info(
             "reload: replacing {n} workers, {batch} at a time{again}",
             n=len(self.roster.busy()),
@@ -125,14 +128,18 @@ class Reloads:
                 "reload finished: every worker is new ({summary})",
                 summary=roster.summary(),
             )
-            self._emit(PoolEvent.RELOADED)
+            self._emit(
+                ReloadFinished(at=self.clock.seconds(), generation=self.generation)
+            )
 
-    def abort(self) -> None:
-        """A new worker failed to boot: the old ones keep serving."""
+    def abort(self, reason: str) -> None:
+        """
+        A new worker failed to boot, for C{reason}: the old ones keep
+        serving.
+        """
         if not self.reloading:
             return
         self.reloading = False
-        self.failed = True
         for worker in self.roster.doomed(RestartCause.RELOAD):
             self.roster.record(worker).doom = None
         self.log.error(
@@ -140,7 +147,11 @@ class Reloads:
             "keep serving ({summary})",
             summary=self.roster.summary(),
         )
-        self._emit(PoolEvent.RELOADED)
+        self._emit(
+            ReloadFailed(
+                at=self.clock.seconds(), generation=self.generation, reason=reason
+            )
+        )
 
     def _renewNow(self) -> None:
         self._cancelPending()

@@ -49,6 +49,8 @@ class PoolWorker(Protocol):
     """
 
     number: int
+    #: Its process id, once known (a fork server says it after the fork).
+    pid: int | None
     state: WorkerState
     accepted: int
     served: int
@@ -93,7 +95,8 @@ class WorkerRecord:
     #: allowance, a reload, its memory or its age.
     doom: RestartCause | None = None
     stuck: bool = False
-    #: Why the pool retired it, if it did.
+    #: Why it retired, if it did: the pool retired it, or it asked to be
+    #: replaced.
     retiredFor: RestartCause | None = None
     #: The deadline it missed, not yet acted upon.
     overdue: Deadline | None = None

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolEvent, PoolStopping
 from preforktwist.master.pool.roster import (
     Deadline,
     PoolWorker,
@@ -40,6 +41,7 @@ class Shutdown:
         self,
         roster: Roster,
         watchdog: Watchdog,
+        clock: IReactorTime,
         emit: Callable[[PoolEvent], None],
         wake: Callable[[], None],
     ) -> None:
@@ -49,6 +51,7 @@ class Shutdown:
         """
         self.roster = roster
         self.watchdog = watchdog
+        self.clock = clock
         self._emit = emit
         self._wake = wake
         self.begun = False
@@ -83,7 +86,7 @@ class Shutdown:
         """
         if not self._announced:
             self._announced = True
-            self._emit(PoolEvent.STOPPING)
+            self._emit(PoolStopping(at=self.clock.seconds()))
         for worker in list(self.roster.workers.values()):
             record = self.roster.record(worker)
             if worker.state is WorkerState.BOOTING:

@@ -21,7 +21,7 @@ the connections it is finishing.
 
 from __future__ import annotations
 
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolEvent, PoolReady, PoolStopping
 from preforktwist.master.pool import Pool, WorkerState
 
 
@@ -41,9 +41,9 @@ class Readiness:
         pool.observers.append(self._event)
 
     def _event(self, event: PoolEvent) -> None:
-        if event is PoolEvent.READY:
+        if isinstance(event, PoolReady):
             self.everReady = True
-        elif event is PoolEvent.STOPPING:
+        elif isinstance(event, PoolStopping):
             self.stopping = True
 
     def check(self) -> tuple[bool, str]:

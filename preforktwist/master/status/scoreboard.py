@@ -42,6 +42,28 @@ The snapshot's schema (version 1), stable: keys are only ever added::
       "autoscale": {"min": 2, "max": 8,  # null unless --min/--max-workers
                     "last_decision": {"ago": 12.5, "size": 5,
                                       "reason": "3 connections waiting for 2.0s"}},
+      "history": {                      # the last five minutes, for the page's
+                                        # picture; times in seconds before
+                                        # this snapshot
+        "interval": 1.0,                # seconds between samples
+        "span": 300.0,                  # seconds kept
+        "samples": {                    # one column per series, oldest first
+          "ago": [299.0, 298.0, ..., 0.0],
+          "per_second": [null, 12.0, ...],  # connections accepted per second
+                                        # since the sample before (null for
+                                        # the first)
+          "open": [3, 4, ...],          # connections open in workers
+          "queued": [0, 0, ...]         # waiting in all listen queues (null
+                                        # where the kernel won't say)
+        },
+        "marks": [                      # what changed the pool, oldest first
+          {"ago": 42.1, "kind": "reload", "detail": "started", "count": 1},
+          {"ago": 40.0, "kind": "restart", "detail": "crash", "count": 1}
+        ]                               # kind: reload or upgrade (detail:
+                                        # started, finished, failed), or
+                                        # restart (detail: the cause, count:
+                                        # how many in that sample)
+      },
       "workers": [
         {"number": 17, "pid": 4242,
          "state": "accepting",          # booting, standby, accepting,
@@ -71,7 +93,8 @@ from preforktwist.master.listeners import Listener, listenQueue
 from preforktwist.master.periodic import PeriodicService
 from preforktwist.master.pool import Pool, WorkerState
 from preforktwist.master.procfs import residentBytes
-from preforktwist.master.status.saturation import atCap, isSaturated
+from preforktwist.master.status.history import History
+from preforktwist.master.status.saturation import atCap, isSaturated, queued
 
 SCHEMA = 1
 
@@ -82,8 +105,8 @@ STATES = ("booting", "standby", "accepting", "paused", "retiring", "stopping")
 class Scoreboard(PeriodicService):
     """
     Builds snapshots of the pool, and keeps a minute of history for the
-    connection rate: while it runs as a service, it samples the served
-    count once a second.
+    connection rate and five minutes for the page's picture (L{History}):
+    while it runs as a service, it samples the pool once a second.
     """
 
     WINDOW = 60.0
@@ -97,7 +120,10 @@ class Scoreboard(PeriodicService):
         self.startedAt = clock.seconds()
         #: Set by the service when the pool adapts its size.
         self.autoscaler: Any = None
-        self._history: deque[tuple[float, int]] = deque()
+        self._minute: deque[tuple[float, int]] = deque()
+        #: The last five minutes, marked with the reloads as they happen.
+        self.history = History()
+        pool.observers.append(self.history.poolEvent)
 
     def startService(self) -> None:
         self.startedAt = self.clock.seconds()
@@ -108,20 +134,35 @@ class Scoreboard(PeriodicService):
             w.served for w in self.pool.workers.values()
         )
 
+    def _accepted(self) -> int:
+        return self.pool.exitedAccepted + sum(
+            w.accepted for w in self.pool.workers.values()
+        )
+
+    def _open(self) -> int:
+        return sum(getattr(w, "open", 0) for w in self.pool.workers.values())
+
     def _sample(self) -> None:
         now = self.clock.seconds()
-        self._history.append((now, self._served()))
-        while self._history and now - self._history[0][0] > self.WINDOW:
-            self._history.popleft()
+        self._minute.append((now, self._served()))
+        while self._minute and now - self._minute[0][0] > self.WINDOW:
+            self._minute.popleft()
+        self.history.sample(
+            now,
+            self._accepted(),
+            self._open(),
+            queued(self.listeners),
+            self.pool.restarts,
+        )
 
     def perSecond(self) -> float:
         """
         Connections served per second over the last minute (or since the
         start, if that is shorter).
         """
-        if not self._history:
+        if not self._minute:
             return 0.0
-        since, servedThen = self._history[0]
+        since, servedThen = self._minute[0]
         elapsed = self.clock.seconds() - since
         return (self._served() - servedThen) / elapsed if elapsed > 0 else 0.0
 
@@ -195,15 +236,16 @@ class Scoreboard(PeriodicService):
                 "queued": sum(depths) if depths else None,
             },
             "connections": {
-                "accepted": pool.exitedAccepted + sum(w.accepted for w in live),
+                "accepted": self._accepted(),
                 "served": self._served(),
-                "open": sum(getattr(w, "open", 0) for w in live),
+                "open": self._open(),
                 "per_second": round(self.perSecond(), 3),
             },
             "restarts": restarts,
             "closes": closes,
             "workers": workers,
             "autoscale": self._autoscale(now),
+            "history": self.history.asJSON(now),
         }
 
     def _autoscale(self, now: float) -> dict[str, Any] | None:

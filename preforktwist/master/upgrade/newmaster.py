@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import adoptStream
-from preforktwist.master.handle import describeEnd
+from preforktwist.master.handle import processEnd
 from preforktwist.master.upgrade.channel import ControlChannel, Hello, Ready, TakeOver
 from preforktwist.master.upgrade.command import MasterCommand
 from preforktwist.master.upgrade.handoff import Handoff, withHandoff
@@ -182,9 +182,8 @@ class NewMaster:
             # daemonizing twistd may exit 0 before the master's hello is
             # read: its channel's end or the timeout tell then.)
             if self._helloPid is not None or not reason.check(ProcessDone):
-                self._decide(
-                    f"{self.describe()} {describeEnd(reason)} before it was ready"
-                )
+                end = processEnd(reason).describe()
+                self._decide(f"{self.describe()} {end} before it was ready")
         self._checkGone()
 
     def channelLost(self) -> None:

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.common.streams import adoptStream
-from preforktwist.master.events import PoolEvent
+from preforktwist.master.events import PoolEvent, PoolReady
 from preforktwist.master.pool import Pool
 from preforktwist.master.upgrade.channel import ControlChannel, Hello, Ready, TakeOver
 from preforktwist.master.upgrade.handoff import Handoff
@@ -91,7 +91,7 @@ class Successor:
             service.takeOver()
 
     def _poolEvent(self, service: Inheritor, event: PoolEvent) -> None:
-        if event is not PoolEvent.READY or service in self._ready:
+        if not isinstance(event, PoolReady) or service in self._ready:
             return
         self._ready.append(service)
         if self._saidReady or len(self._ready) < len(self._services):
