@@ -25,7 +25,7 @@ from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
-from preforktwist.master.control.server import ControlCommands, ControlService
+from preforktwist.master.control.server import controlService
 from preforktwist.master.events import PoolEvent, WorkersChanged
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
@@ -51,6 +51,7 @@ from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
 from preforktwist.master.upgrade.handoff import inherited
+from preforktwist.master.upgrade.part import ServicePart
 from preforktwist.master.upgrade.upgrader import upgraderFor
 from preforktwist.master.workers import WorkersService
 from preforktwist.protocol import loadboard
@@ -153,8 +154,23 @@ class PreforkService(MultiService):
             reactor, self._signals.stopGracefully, self.inheritance
         )
         self._signals.upgrade = self._upgrades.fromSignal
-        self.systemd = SystemdService(self.pool, muted=self._successor)
-        self.control = self._controlService()
+        # A new master (a hot upgrade started it) tells systemd nothing
+        # until it takes over.
+        successor = self.inheritance.predecessor is not None
+        self.systemd = SystemdService(self.pool, muted=successor)
+        self.control = controlService(
+            settings.control, reactor, self, self._cannotRun, self.inheritance
+        )
+        #: What this service hands over at a hot upgrade, or takes over.
+        self.upgradePart = ServicePart(
+            settings,
+            self.pool,
+            self.listeners,
+            self.systemd,
+            self.statusListener,
+            self.control,
+            lambda: bool(self.running),
+        )
         self.serving = MultiService()
         self._adoptChildren()
 
@@ -211,19 +227,6 @@ class PreforkService(MultiService):
             self.reactor,
             self.settings.status,
             statusSite(self.scoreboard),
-            self.inheritance,
-        )
-
-    def _controlService(self) -> ControlService | None:
-        description = self.settings.control
-        if description is None:
-            return None
-        return ControlService(
-            self.reactor,
-            description,
-            str(parseListen(description).address),
-            lambda: ControlCommands(self, self.reactor),
-            self._cannotRun,
             self.inheritance,
         )
 
@@ -313,7 +316,7 @@ class PreforkService(MultiService):
         # Every socket is bound by now: what the new code no longer serves
         # is closed.
         self.reactor.callWhenRunning(self.inheritance.closeUnclaimed)
-        self._upgrades.add(self)
+        self._upgrades.add(self.upgradePart)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -324,7 +327,7 @@ class PreforkService(MultiService):
         page and C{/readyz} answer (503) until then.
         """
         Service.stopService(self)
-        self._upgrades.remove(self)
+        self._upgrades.remove(self.upgradePart)
         if self.listeners.shared:
             # Another master's workers serve the queue.
             self.pool.leaveQueue()
@@ -485,73 +488,6 @@ class PreforkService(MultiService):
 
     def stopGracefully(self) -> None:
         self._signals.stopGracefully()
-
-    # Hot upgrade (see L{preforktwist.master.upgrade}).
-
-    @property
-    def _successor(self) -> bool:
-        """A hot upgrade started this master, and it has not taken over."""
-        return self.inheritance.predecessor is not None
-
-    @property
-    def bootTimeout(self) -> float:
-        return self.settings.bootTimeout
-
-    @property
-    def grace(self) -> float:
-        return self.settings.grace
-
-    def refusesUpgrade(self) -> str | None:
-        if not self.running or self.pool.stopping:
-            return "the server is stopping"
-        if self.pool.reloading:
-            return "a reload is under way"
-        if self.listeners.shared:
-            return "this master has not taken over from the old one yet"
-        return None
-
-    def handoffSockets(self) -> list[tuple[str, int]]:
-        sockets = self.listeners.handoffSockets()
-        if self.statusListener is not None:
-            sockets += self.statusListener.handoffSockets()
-        if self.control is not None:
-            sockets += self.control.handoffSockets()
-        return sockets
-
-    def systemdDescriptors(self) -> list[int]:
-        return [
-            listener.spec.inherited
-            for listener in self.listeners
-            if listener.spec.inherited is not None
-        ]
-
-    def handOver(self, successor: int) -> None:
-        """
-        The new master C{successor} is ready: it serves every socket from
-        now on, and systemd follows it.  Stopping next, this master's
-        workers retire, leaving the queue to the new master's, and none of
-        the sockets is refused or removed.
-        """
-        self.listeners.handOver(successor)
-        if self.statusListener is not None:
-            self.statusListener.handOver()
-        if self.control is not None:
-            self.control.handOver(successor)
-        self.systemd.handOver(successor)
-        self.pool.leaveQueue()
-
-    def takeOver(self) -> None:
-        """
-        The old master handed over, or is gone: the sockets are this
-        master's alone, and it serves the status endpoint and tells
-        systemd.
-        """
-        self.listeners.takeOver()
-        if self.statusListener is not None:
-            self.statusListener.takeOver()
-        if self.control is not None:
-            self.control.takeOver()
-        self.systemd.takeOver()
 
 
 def _settings(

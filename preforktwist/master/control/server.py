@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.python.lockfile import FilesystemLock
 
 from preforktwist.common.adopted import adoptListeningPort
-from preforktwist.common.endpoints import ListenError
+from preforktwist.common.endpoints import ListenError, parseListen
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.master.control.stacks import StackCapture
@@ -325,3 +325,26 @@ class ControlService(Service):
                 self._lock.unlock()
                 self._lock = None
         return stopped
+
+
+def controlService(
+    description: str | None,
+    reactor: IPreforkReactor,
+    controlled: Controlled,
+    failed: Callable[[str], None],
+    inheritance: Inheritance | None,
+) -> ControlService | None:
+    """
+    The control socket C{--control} asks for, acting on C{controlled};
+    L{None} without one.
+    """
+    if description is None:
+        return None
+    return ControlService(
+        reactor,
+        description,
+        str(parseListen(description).address),
+        lambda: ControlCommands(controlled, reactor),
+        failed,
+        inheritance,
+    )
