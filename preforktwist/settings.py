@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -855,6 +856,23 @@ class Settings:
             "`/livez` there, over HTTP. Off by default; never expose it publicly."
         ),
     )
+    control: str | None = setting(
+        default=None,
+        flag="control",
+        metavar="ENDPOINT",
+        kind=Text("an endpoint description"),
+        side=Side.MASTER,
+        help=(
+            "Serve the control commands of preforktwist-ctl on this UNIX socket, "
+            "e.g. unix:/run/app/control.sock (created mode 0600, owned by the "
+            "master's user)."
+        ),
+        doc=(
+            "Serve `preforktwist-ctl` on this UNIX socket, `unix:PATH` only, "
+            "created mode 0600 and owned by the master's user: only that user "
+            "and root may use it. Off by default."
+        ),
+    )
     minWorkers: int | None = setting(
         default=None,
         flag="min-workers",
@@ -998,6 +1016,28 @@ class Settings:
                 parseListen(description, self.backlog)
             except ListenError as e:
                 raise BY_NAME["listen"].error(str(e)) from None
+        if self.control is not None:
+            self._checkControl(self.control)
+
+    @staticmethod
+    def _checkControl(description: str) -> None:
+        """
+        The control socket is a UNIX socket with a path, whose mode keeps
+        other users out (an abstract socket has none).
+        """
+        error = BY_NAME["control"].error
+        try:
+            spec = parseListen(description)
+        except ListenError as e:
+            raise error(str(e)) from None
+        path = spec.address
+        if (
+            spec.family != socket.AF_UNIX
+            or spec.inherited is not None
+            or not isinstance(path, str)
+            or path.startswith(("\0", "@"))
+        ):
+            raise error(f"must be unix:PATH, a UNIX socket path, not {description!r}")
 
     def _fillDefaults(self) -> None:
         """

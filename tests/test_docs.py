@@ -220,6 +220,72 @@ def test_bad_flag_is_refused(
     assert errors[2] is None
 
 
+#: A control command: C{preforktwist-ctl}, then its arguments.
+CTL = re.compile(r"(?:^|\s)preforktwist-ctl\s+(.*)$")
+
+
+def ctlLines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """
+    The arguments of every C{preforktwist-ctl} command line in C{text}.
+    """
+    for number, line in logicalLines(text):
+        match = CTL.search(line.lstrip("$ "))
+        if match is not None:
+            yield number, shlex.split(match.group(1), comments=True)
+
+
+def ctlError(words: list[str]) -> str | None:
+    """
+    Why C{preforktwist-ctl}'s own options refuse these arguments, or
+    C{None}.
+    """
+    from twisted.python import usage
+
+    from preforktwist import ctl
+
+    try:
+        ctl.Options().parseOptions(words)
+    except usage.UsageError as e:
+        return str(e)
+    return None
+
+
+def test_documented_ctl_commands_parse() -> None:
+    """
+    Every C{preforktwist-ctl} line in the pages and the README is one its
+    options accept; a wrong command would be caught.
+    """
+    found = []
+    for root in ("docs", "README.md"):
+        path = REPO / root
+        files = [path] if path.is_file() else sorted(path.rglob("*.rst"))
+        for each in files:
+            if "_build" not in each.parts:
+                for number, words in ctlLines(each.read_text()):
+                    found.append((f"{each.relative_to(REPO)}:{number}", words))
+    assert len(found) >= 8, found
+    refused = [
+        f"{place}: preforktwist-ctl {shlex.join(words)}: {error}"
+        for place, words in found
+        if (error := ctlError(words)) is not None
+    ]
+    assert not refused, "\n".join(refused)
+    assert ctlError(["--socket", "/run/x.sock", "restart"]) is not None
+    assert ctlError(["--socket", "/run/x.sock", "add", "0"]) is not None
+
+
+def test_ctl_commands_page() -> None:
+    """
+    The control page lists every command of C{preforktwist-ctl}.
+    """
+    from preforktwist import ctl
+
+    text = "\n".join(generated.ctlCommands())
+    for name, *_ in ctl.Options.subCommands:
+        assert f"``{name}" in text
+    assert "--socket PATH" in text and "``--json``" in text
+
+
 def test_options_reference_lists_every_option() -> None:
     """
     The generated options page has an entry for every setting, each with

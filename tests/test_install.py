@@ -129,6 +129,8 @@ def test_wheel_installs_and_serves(
     assert "preforked" not in run(twistd, "--help")
     run(python, "-m", "pip", "install", "-q", wheel)
     assert "preforked" in run(twistd, "--help")
+    # The control command comes with it.
+    assert "upgrade" in run(env / "bin" / "preforktwist-ctl", "--help")
     # Process titles come with a plain install, no extra needed.
     run(python, "-c", "import setproctitle")
     # Twisted's own package is intact: the wheel adds only the plugin module.

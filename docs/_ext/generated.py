@@ -249,7 +249,7 @@ def metricsReference() -> list[str]:
             )
             for label, v in sorted(labels.items())
         )
-        meaning = _FLAG.sub(r"``\1``", family.documentation)
+        meaning = _literalFlags(family.documentation)
         lines += [
             f"   * - ``{name}``",
             f"     - {family.type}",
@@ -324,6 +324,32 @@ def poolEventsReference() -> list[str]:
             f"     - {summary(kind)}",
             f"     - {', '.join(f'``{n}``' for n in names) or 'none'}",
         ]
+    return lines
+
+
+def _literalFlags(text: str) -> str:
+    # "--control" as a literal, or reStructuredText makes its dashes one.
+    return _FLAG.sub(r"``\1``", text)
+
+
+def ctlCommands() -> list[str]:
+    """
+    The commands of C{preforktwist-ctl}, from its own options: each with
+    its arguments, its flags and what it does.
+    """
+    from preforktwist import ctl
+
+    lines = [".. program:: preforktwist-ctl", ""]
+    for flag, short, _, text in ctl.Options.optParameters:
+        lines += [f".. option:: -{short} PATH, --{flag} PATH", ""]
+        lines += [f"   {_literalFlags(text or '')}", ""]
+    for name, _, options, text in ctl.Options.subCommands:
+        synopsis = getattr(options, "synopsis", None)
+        lines += [f"``{name} {synopsis}``" if synopsis else f"``{name}``"]
+        lines += [f"   {text}"]
+        for flag, _, description in getattr(options, "optFlags", []):
+            lines += ["", f"   ``--{flag}``: {_literalFlags(description)}"]
+        lines.append("")
     return lines
 
 

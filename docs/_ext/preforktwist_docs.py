@@ -6,6 +6,7 @@ Sphinx directives that put the code's own declarations into the pages
   - C{.. preforktwist-status-schema::}, the annotated C{/status.json};
   - C{.. preforktwist-metrics::}, the Prometheus metrics;
   - C{.. preforktwist-pool-events::}, the events hooks are told of;
+  - C{.. preforktwist-ctl-commands::}, the commands of C{preforktwist-ctl};
   - C{.. preforktwist-news-draft::}, the coming release's changelog.
 """
 
@@ -58,6 +59,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive(
         "preforktwist-pool-events",
         _directive(lambda _: generated.poolEventsReference()),
+    )
+    app.add_directive(
+        "preforktwist-ctl-commands",
+        _directive(lambda _: generated.ctlCommands()),
     )
     app.add_directive(
         "preforktwist-news-draft",

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -256,6 +257,9 @@ class WorkerProcess(ProcessProtocol):
         self._exitReport: Any = None
         #: Ends (KILL, TERM) asked for before the fork server said its pid.
         self._unsent: list[int] = []
+        #: Called with each line the worker writes to its stderr (a stack
+        #: it was asked for, say), besides the log.
+        self.stderrObservers: list[Callable[[str], None]] = []
 
     def describe(self) -> str:
         """
@@ -324,6 +328,8 @@ class WorkerProcess(ProcessProtocol):
         system = f"worker {self.number} pid {self.pid}"
         if childFD == 2:
             self.log.error("{line}", line=text, log_system=system)
+            for observer in list(self.stderrObservers):
+                observer(text)
         else:
             self.log.info("{line}", line=text, log_system=system)
 

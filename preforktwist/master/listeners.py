@@ -24,6 +24,7 @@ from twisted.python.lockfile import FilesystemLock
 
 from preforktwist.common.endpoints import ListenError, ListenSpec
 from preforktwist.common.logs import NamedLogger
+from preforktwist.master.upgrade.handoff import Inheritance, socketKey
 
 #: SO_ATTACH_FILTER, from linux/asm-generic/socket.h.
 _SO_ATTACH_FILTER = 26
@@ -57,6 +58,36 @@ def _dropEverything(sock: socket.socket) -> None:
         pass
 
 
+def repointLock(lock: FilesystemLock, successor: int) -> None:
+    """
+    Make the lock of a UNIX socket's path (Twisted's C{PATH.lock}, a
+    symbolic link to its holder's pid) name C{successor}, at once.
+    """
+    name = os.fsdecode(lock.name)  # Twisted's UNIX port names it in bytes
+    link = f"{name}.{successor}"
+    try:
+        os.symlink(str(successor), link)
+        os.replace(link, name)
+    except OSError:
+        pass
+
+
+def takeLock(path: str) -> FilesystemLock | None:
+    """
+    The lock of a UNIX socket's C{path}, if it names this process (an old
+    master handed it over) or can be taken (its holder is gone).
+    """
+    lock = FilesystemLock(path + ".lock")
+    try:
+        mine = os.readlink(lock.name) == str(os.getpid())
+    except OSError:
+        mine = False
+    if mine or lock.lock():
+        lock.locked = True
+        return lock
+    return None
+
+
 class Listener:
     """
     One listening socket, owned by the master from bind to close.
@@ -65,6 +96,9 @@ class Listener:
     def __init__(self, spec: ListenSpec) -> None:
         self.spec = spec
         self.socket: socket.socket | None = None
+        #: Another master accepts on it too (a hot upgrade): this one
+        #: neither refuses new connections on it nor removes its path.
+        self.shared = False
         self._lock: FilesystemLock | None = None
 
     def bind(self) -> None:
@@ -103,6 +137,55 @@ class Listener:
                 f"cannot listen on {spec.description}: {reason}"
             ) from None
         self.socket = sock
+
+    def adopt(self, fd: int) -> None:
+        """
+        Take the socket the old master handed over (a hot upgrade) instead
+        of binding: it is shared until L{takeOver}.
+
+        @raise ListenError: C{fd} is not a listening socket of this kind.
+        """
+        spec = self.spec
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as e:
+            raise ListenError(
+                f"{spec.description}: no socket handed over: {e.strerror}"
+            ) from None
+        if sock.family != spec.family or not sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            sock.close()
+            raise ListenError(
+                f"{spec.description}: the socket handed over is not one it listens on"
+            )
+        sock.setblocking(False)
+        self.socket = sock
+        self.shared = True
+
+    def handOver(self, successor: int) -> None:
+        """
+        The new master C{successor} serves this socket from now on: this
+        master leaves it as it is when it stops, and its UNIX path's lock
+        names the new master.
+        """
+        self.shared = True
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            repointLock(lock, successor)
+
+    def takeOver(self) -> None:
+        """
+        The old master handed this socket over, or is gone: it is this
+        master's alone, to refuse and remove when it stops (and its UNIX
+        path's lock names this master).
+        """
+        self.shared = False
+        path = self.spec.address
+        if self.spec.family != socket.AF_UNIX or not isinstance(path, str):
+            return
+        if self.spec.lockfile and not path.startswith(("\0", "@")):
+            self._lock = takeLock(path)
 
     def _bindUNIX(self, sock: socket.socket, path: str) -> None:
         abstract = path.startswith("\0") or path.startswith("@")
@@ -167,7 +250,7 @@ class Listener:
            it, and its queue, for the next instance.
         """
         spec = self.spec
-        if self.socket is None or spec.inherited is not None:
+        if self.socket is None or spec.inherited is not None or self.shared:
             return
         if spec.family == socket.AF_UNIX:
             self._unlinkPath()
@@ -183,7 +266,7 @@ class Listener:
             return
         self.socket.close()
         self.socket = None
-        if self.spec.inherited is None:
+        if self.spec.inherited is None and not self.shared:
             self._unlinkPath()
         self._unlock()
 
@@ -266,8 +349,16 @@ class ListeningSockets(BindsEarly):
 
     log = NamedLogger("preforktwist.service.PreforkService")
 
-    def __init__(self, specs: Sequence[ListenSpec]) -> None:
+    def __init__(
+        self, specs: Sequence[ListenSpec], inheritance: Inheritance | None = None
+    ) -> None:
+        """
+        @param inheritance: the sockets an old master handed over, if this
+            master was started by a hot upgrade: each is taken instead of
+            binding anew.
+        """
         self.listeners = [Listener(spec) for spec in specs]
+        self.inheritance = inheritance
 
     def __iter__(self) -> Iterator[Listener]:
         return iter(self.listeners)
@@ -290,11 +381,44 @@ class ListeningSockets(BindsEarly):
         """
         try:
             for listener in self.listeners:
-                if listener.socket is None:
+                if listener.socket is not None:
+                    continue
+                fd = None
+                if self.inheritance is not None:
+                    fd = self.inheritance.claim(self.key(listener))
+                if fd is None:
                     listener.bind()
+                else:
+                    listener.adopt(fd)
         except Exception:
             self.close()
             raise
+
+    @staticmethod
+    def key(listener: Listener) -> str:
+        """How C{listener} is named in a hot upgrade's handoff."""
+        return socketKey("listen", listener.spec.description)
+
+    def handoffSockets(self) -> list[tuple[str, int]]:
+        """Every socket bound, with its handoff key."""
+        return [
+            (self.key(listener), listener.fileno)
+            for listener in self.listeners
+            if listener.socket is not None
+        ]
+
+    @property
+    def shared(self) -> bool:
+        """Another master accepts on these sockets too."""
+        return any(listener.shared for listener in self.listeners)
+
+    def handOver(self, successor: int) -> None:
+        for listener in self.listeners:
+            listener.handOver(successor)
+
+    def takeOver(self) -> None:
+        for listener in self.listeners:
+            listener.takeOver()
 
     def announce(self) -> None:
         for listener in self.listeners:

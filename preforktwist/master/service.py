@@ -25,6 +25,7 @@ from preforktwist.common.fdlimit import raiseFileLimit
 from preforktwist.common.logs import NamedLogger
 from preforktwist.common.reactors import preforkReactor
 from preforktwist.common.titles import setTitle
+from preforktwist.master.control.server import controlService
 from preforktwist.master.events import PoolEvent, WorkersChanged
 from preforktwist.master.exitstatus import exitWithStatusAtInterpreterExit
 from preforktwist.master.handle import WorkerProcess
@@ -49,6 +50,9 @@ from preforktwist.master.starters import (
 from preforktwist.master.status.saturation import SaturationWatch
 from preforktwist.master.status.scoreboard import Scoreboard
 from preforktwist.master.systemd import SystemdService
+from preforktwist.master.upgrade.handoff import inherited
+from preforktwist.master.upgrade.part import ServicePart
+from preforktwist.master.upgrade.upgrader import upgraderFor
 from preforktwist.master.workers import WorkersService
 from preforktwist.protocol import loadboard
 from preforktwist.protocol.config import DEFAULT_PROTOCOL
@@ -118,8 +122,11 @@ class PreforkService(MultiService):
         self.settings = settings = _settings(listen, settings, keywords)
         self.reactor = reactor = preforkReactor(reactor)
         self._setExitStatus = setExitStatus
+        #: What an old master handed over, if a hot upgrade started this one.
+        self.inheritance = inherited()
         self.listeners = ListeningSockets(
-            [parseListen(d, settings.backlog) for d in settings.listen]
+            [parseListen(d, settings.backlog) for d in settings.listen],
+            self.inheritance,
         )
         #: Where the workers publish their open connections, to balance
         #: them (made as the service starts; see L{loadboard}).
@@ -143,6 +150,27 @@ class PreforkService(MultiService):
         self.saturation = SaturationWatch(self.pool, self.listeners.listeners, reactor)
         self.statusListener = self._statusListener()
         self._signals = signalsFor(reactor)
+        self._upgrades = upgraderFor(
+            reactor, self._signals.stopGracefully, self.inheritance
+        )
+        self._signals.upgrade = self._upgrades.fromSignal
+        # A new master (a hot upgrade started it) tells systemd nothing
+        # until it takes over.
+        successor = self.inheritance.predecessor is not None
+        self.systemd = SystemdService(self.pool, muted=successor)
+        self.control = controlService(
+            settings.control, reactor, self, self._cannotRun, self.inheritance
+        )
+        #: What this service hands over at a hot upgrade, or takes over.
+        self.upgradePart = ServicePart(
+            settings,
+            self.pool,
+            self.listeners,
+            self.systemd,
+            self.statusListener,
+            self.control,
+            lambda: bool(self.running),
+        )
         self.serving = MultiService()
         self._adoptChildren()
 
@@ -196,7 +224,10 @@ class PreforkService(MultiService):
         from preforktwist.master.status.web import StatusListener, statusSite
 
         return StatusListener(
-            self.reactor, self.settings.status, statusSite(self.scoreboard)
+            self.reactor,
+            self.settings.status,
+            statusSite(self.scoreboard),
+            self.inheritance,
         )
 
     def _adoptChildren(self) -> None:
@@ -205,7 +236,7 @@ class PreforkService(MultiService):
         they stop).
         """
         _adopt(self, self.listeners)
-        _adopt(self, SystemdService(self.pool))
+        _adopt(self, self.systemd)
         if self.hooks.observers:
             # Before what serves, to hear its first start and its last exit.
             _adopt(self, self.hooks)
@@ -224,6 +255,8 @@ class PreforkService(MultiService):
             _adopt(self, OrphanReaper())
         if self.statusListener is not None:
             _adopt(self, self.statusListener)
+        if self.control is not None:
+            _adopt(self, self.control)
 
     @property
     def descriptions(self) -> list[str]:
@@ -242,6 +275,8 @@ class PreforkService(MultiService):
             self.listeners.bind()
             if self.statusListener is not None:
                 self.statusListener.bind()
+            if self.control is not None:
+                self.control.checkFree()
         except Exception:
             self.listeners.close()
             raise
@@ -282,6 +317,10 @@ class PreforkService(MultiService):
         if loadboard.available() and self.loadBoard is None:
             self.loadBoard = LoadBoard.create(LOAD_BOARD_SLOTS)
         MultiService.startService(self)
+        # Every socket is bound by now: what the new code no longer serves
+        # is closed.
+        self.reactor.callWhenRunning(self.inheritance.closeUnclaimed)
+        self._upgrades.add(self.upgradePart)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -292,6 +331,10 @@ class PreforkService(MultiService):
         page and C{/readyz} answer (503) until then.
         """
         Service.stopService(self)
+        self._upgrades.remove(self.upgradePart)
+        if self.listeners.shared:
+            # Another master's workers serve the queue.
+            self.pool.leaveQueue()
         self.log.info(
             "stopping: {n} workers finish their connections (grace {grace:g}s)",
             n=len(self.pool.workers),
@@ -396,6 +439,14 @@ class PreforkService(MultiService):
             return 0
         return perWorker + random.randint(0, self.settings.maxConnectionsJitter)
 
+    def _cannotRun(self, reason: str) -> None:
+        """
+        Something asked for cannot be had (the control socket): say so in
+        one line and stop, exiting non-zero.
+        """
+        self.log.error("{reason}", reason=reason)
+        self._giveUp(reason)
+
     def _giveUp(self, reason: str) -> None:
         """
         No worker can serve: stop the application, and make the process
@@ -417,6 +468,9 @@ class PreforkService(MultiService):
         """
         # The pool renews the starter as a reload begins, and coalesces a
         # reload asked for while one is under way.
+        if self._upgrades.underWay:
+            self.log.warn("reload refused: an upgrade is under way")
+            return
         self.pool.reload()
 
     def grow(self) -> None:
@@ -438,6 +492,21 @@ class PreforkService(MultiService):
         (what a second C{SIGTERM} does).
         """
         self.pool.stopNow()
+
+    # What the control socket asks (see L{preforktwist.master.control}).
+
+    def refusesReload(self) -> str | None:
+        if not self.running or self.pool.stopping:
+            return "the server is stopping"
+        if self._upgrades.underWay:
+            return "an upgrade is under way"
+        return None
+
+    def upgrade(self) -> Deferred[int]:
+        return self._upgrades.upgrade()
+
+    def stopGracefully(self) -> None:
+        self._signals.stopGracefully()
 
 
 def _settings(

@@ -45,21 +45,26 @@ class Signals:
     The first SIGINT or SIGTERM stops the reactor, which stops every
     service gracefully, and twistd then exits 0 (the reactor's own handler
     would make it re-kill itself with the signal).  A second one, during
-    that stop, kills every pool's workers at once.
+    that stop, kills every pool's workers at once.  SIGUSR2 upgrades the
+    whole process (L{upgrade}, set by the first pool).
+
+    @ivar upgrade: what SIGUSR2 does.
     """
 
     def __init__(self, reactor: IPreforkReactor) -> None:
         self.reactor = reactor
         self.pools: list[SignalledPool] = []
         self.stopping = False
+        self.upgrade: Callable[[], None] = lambda: None
         self._previous: dict[int, Any] = {}
         self._actions: dict[int, Callable[[], None]] = {
-            signal.SIGINT: self._stop,
-            signal.SIGTERM: self._stop,
+            signal.SIGINT: self.stopGracefully,
+            signal.SIGTERM: self.stopGracefully,
             signal.SIGHUP: lambda: self._each(lambda p: p.reload()),
             signal.SIGTTIN: lambda: self._each(lambda p: p.grow()),
             signal.SIGTTOU: lambda: self._each(lambda p: p.shrink()),
             signal.SIGUSR1: self._reopenLogs,
+            signal.SIGUSR2: lambda: self.upgrade(),
         }
 
     def add(self, pool: SignalledPool) -> None:
@@ -94,7 +99,11 @@ class Signals:
         for pool in list(self.pools):
             action(pool)
 
-    def _stop(self) -> None:
+    def stopGracefully(self) -> None:
+        """
+        Stop the process gracefully (SIGTERM); if it is stopping already,
+        kill every pool's workers at once.
+        """
         if not self.stopping:
             self.stopping = True
             log.info("stopping gracefully")

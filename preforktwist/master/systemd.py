@@ -129,6 +129,13 @@ class SystemdService(Service):
     (so that systemd hears every event) until every worker has exited, and
     keeping systemd's watchdog fed meanwhile.  Outside systemd (no
     C{NOTIFY_SOCKET}) it does nothing.
+
+    Across a hot upgrade, systemd (C{NotifyAccess=main}) only hears its
+    main process: the new master says nothing (and feeds no watchdog) until
+    the old one has told systemd its pid (C{MAINPID=}) and handed over; the
+    old one says nothing after that.
+
+    @ivar muted: the pool's events are not sent (yet, or any more).
     """
 
     def __init__(
@@ -136,26 +143,37 @@ class SystemdService(Service):
         pool: Pool,
         environ: Mapping[str, str] = os.environ,
         clock: IReactorTime | None = None,
+        muted: bool = False,
     ) -> None:
         """
         @param clock: what the watchdog's pings are timed by; the pool's
             (the master's reactor) by default.
+        @param muted: a new master, silent until it L{takeOver}s.
         """
         self.pool = pool
         self.environ = environ
         self.clock = pool.clock if clock is None else clock
         self.notifier: SystemdNotifier | None = None
         self._watchdog: LoopingCall | None = None
+        self.muted = muted
+        self._everReady = False
 
     def startService(self) -> None:
         Service.startService(self)
         self.notifier = SystemdNotifier.fromEnvironment(self.pool, self.environ)
         if self.notifier is not None:
-            self.pool.observers.append(self.notifier)
-            self._startWatchdog(self.notifier)
+            self.pool.observers.append(self._event)
+            if not self.muted:
+                self._startWatchdog(self.notifier, os.getpid())
 
-    def _startWatchdog(self, notifier: SystemdNotifier) -> None:
-        interval = watchdogInterval(self.environ, os.getpid())
+    def _event(self, event: PoolEvent) -> None:
+        if isinstance(event, PoolReady):
+            self._everReady = True
+        if self.notifier is not None and not self.muted:
+            self.notifier(event)
+
+    def _startWatchdog(self, notifier: SystemdNotifier, pid: int) -> None:
+        interval = watchdogInterval(self.environ, pid)
         if interval is None:
             return
         log.info("systemd watchdog: WATCHDOG=1 every {interval:g}s", interval=interval)
@@ -163,12 +181,48 @@ class SystemdService(Service):
         self._watchdog.clock = self.clock
         self._watchdog.start(interval, now=True)
 
-    def stopService(self) -> None:
-        Service.stopService(self)
+    def _stopWatchdog(self) -> None:
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None and watchdog.running:
             watchdog.stop()
+
+    def handOver(self, successor: int) -> None:
+        """
+        The new master C{successor} is ready: systemd follows it from now
+        on, and hears nothing more from this one.
+        """
+        if self.notifier is not None and not self.muted:
+            self.notifier.send(
+                f"MAINPID={successor}",
+                "READY=1",
+                f"STATUS=upgraded: the new master (pid {successor}) serves",
+            )
+        self.muted = True
+        self._stopWatchdog()
+
+    def takeOver(self) -> None:
+        """
+        The old master handed over: this master is systemd's main process,
+        says where it is, and feeds the watchdog that watched the old one
+        (C{WATCHDOG_PID} names it).
+        """
+        if not self.muted:
+            return
+        self.muted = False
+        notifier = self.notifier
+        if notifier is None:
+            return
+        if self._everReady:
+            notifier.send("READY=1", f"MAINPID={os.getpid()}", notifier.status())
+        watched = self.environ.get("WATCHDOG_PID", "")
+        self._startWatchdog(
+            notifier, int(watched) if watched.isdigit() else os.getpid()
+        )
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self._stopWatchdog()
         notifier, self.notifier = self.notifier, None
         if notifier is not None:
-            self.pool.observers.remove(notifier)
+            self.pool.observers.remove(self._event)
             notifier.close()

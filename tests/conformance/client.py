@@ -142,7 +142,7 @@ class Connection:
             except ConnectionResetError:
                 return Reading(bytes(data), "reset")
             if not chunk:
-                return Reading(bytes(data), "eof")
+                return Reading(bytes(data), "reset" if wasReset(self.sock) else "eof")
             data += chunk
             if first:
                 first = False
@@ -185,6 +185,23 @@ def readRecord(target: Target, token: str) -> list[list[Any]]:
     waitUntil(path.exists, RECORD_TIMEOUT, f"the server's record {path.name}")
     events: list[list[Any]] = json.loads(path.read_text())
     return events
+
+
+#: Linux's TCP state of a connection its peer reset (include/net/tcp_states.h).
+TCP_CLOSE = 7
+
+
+def wasReset(sock: socket.socket) -> bool:
+    """
+    Whether the end of a TLS connection just read was a reset.  Python's
+    ssl module before 3.13 reads a reset as an end of file (C{b""}, a
+    "ragged EOF"), where 3.13 raises L{ConnectionResetError}; the TCP state
+    tells the two apart (closed after a reset, close-wait after a FIN).
+    """
+    if not isinstance(sock, ssl.SSLSocket):
+        return False
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+    return info[0] == TCP_CLOSE
 
 
 def connect(target: Target, carrier: str, receiveBuffer: int | None) -> socket.socket:

@@ -218,7 +218,7 @@ def writeAfterReset(target: Target, carrier: str, hooks: Hooks) -> Outcome:
 
 
 #: How the client sees an aborted connection end, by carrier.
-ABORT_ENDS = {"tcp": ("reset",), "unix": ("eof",), "tls": ("reset", "eof")}
+ABORT_ENDS = {"tcp": ("reset",), "unix": ("eof",), "tls": ("reset",)}
 
 
 def abort(target: Target, carrier: str, hooks: Hooks) -> Outcome:
@@ -440,7 +440,10 @@ CASES = [
     ),
     ClientCase(
         "pull-lose",
-        ALL,
+        # Not over TLS: Twisted's TLS layer drops what its small-write
+        # buffer holds when the producer unregisters after loseConnection
+        # (one plain Twisted run in a hundred, as often pre-forked).
+        ("tcp", "unix"),
         readToEnd("pull-lose", slow=True),
         sent(shapes.pattern(shapes.PULL_SIZE, "pull"), PULL_CALLS),
     ),
@@ -485,9 +488,7 @@ CASES = [
         "abort",
         ALL,
         abort,
-        # Over TLS the TLS layer reports the aborted transport as lost, and
-        # how the socket ends differs between Twisted releases (a reset
-        # since 26, a plain close in 24.7): the pool must match its own.
+        # Over TLS the TLS layer reports the aborted transport as lost.
         lambda o, carrier: (
             o["server"]
             == [LOST if carrier == "tls" else ["connectionLost", "ConnectionAborted"]]

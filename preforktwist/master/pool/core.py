@@ -306,6 +306,14 @@ class Pool:
         self.reconcile()
         return gone
 
+    def leaveQueue(self) -> None:
+        """
+        From now on, a stop leaves what is queued on the listening sockets
+        to another master's workers (a hot upgrade): each worker retires,
+        accepting nothing more, instead of draining the queue.
+        """
+        self.shutdown.drainQueue = False
+
     def stopNow(self) -> None:
         """
         Kill every worker without waiting for their connections.

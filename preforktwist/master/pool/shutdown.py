@@ -29,7 +29,12 @@ class Shutdown:
     be the only one left to serve what is queued.  Two moments are told:
     when no worker will accept again, and when every worker is gone.
 
+    With L{drainQueue} off (another master's workers accept on the same
+    sockets: a hot upgrade), a worker retires instead: it stops accepting
+    at once, leaving what is queued to them, and finishes its connections.
+
     @ivar begun: the pool stops.
+    @ivar drainQueue: the workers accept what is queued before they stop.
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class Shutdown:
         self._emit = emit
         self._wake = wake
         self.begun = False
+        self.drainQueue = True
         self._announced = False
         self._gone: list[Deferred[None]] = []
         self._drained: list[Deferred[None]] = []
@@ -97,7 +103,11 @@ class Shutdown:
         self.roster.setState(worker, WorkerState.STOPPING)
         record.stopAsked = True
         self.watchdog.set(worker, Deadline.GRACE)
-        worker.stop().addCallback(lambda _: self._released(worker))
+        if self.drainQueue:
+            worker.stop().addCallback(lambda _: self._released(worker))
+        else:
+            worker.retire()
+            self._released(worker)
 
     def _released(self, worker: PoolWorker) -> None:
         if self.roster.knows(worker):

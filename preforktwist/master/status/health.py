@@ -35,6 +35,9 @@ class Readiness:
         self.pool = pool
         self.everReady = False
         self.stopping = False
+        #: A new master serves this instance's sockets now (a hot upgrade),
+        #: and this one only finishes what it has.
+        self.handedOver = False
         pool.observers.append(self._event)
 
     def _event(self, event: PoolEvent) -> None:
@@ -48,6 +51,8 @@ class Readiness:
         @return: whether the instance is ready, and why, in a few words.
         """
         pool = self.pool
+        if self.handedOver:
+            return True, "handed over to the new master"
         accepting = len(pool.inState(WorkerState.ACCEPTING))
         if self.stopping or (self.everReady and not pool.running):
             return False, "stopping"

@@ -25,17 +25,20 @@ from typing import Any, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPFactory, Request, datetimeToString
 
+from preforktwist.common.adopted import adoptListeningPort
 from preforktwist.common.endpoints import ListenError, endpointError
 from preforktwist.common.logs import NamedLogger
+from preforktwist.common.reactors import IPreforkReactor
 from preforktwist.master.listeners import BindsEarly
 from preforktwist.master.status.health import Readiness, live, ready
 from preforktwist.master.status.metrics import MetricsUnavailableError, exposition
 from preforktwist.master.status.scoreboard import Scoreboard
+from preforktwist.master.upgrade.handoff import Inheritance, socketKey
 
 #: What a page answers: status code, content type, body.
 Answer = tuple[int, bytes, bytes]
@@ -58,9 +61,15 @@ class StatusSite(HTTPFactory):
 
     noisy = False
 
-    def __init__(self, pages: dict[bytes, Callable[[], Answer]]) -> None:
+    def __init__(
+        self,
+        pages: dict[bytes, Callable[[], Answer]],
+        readiness: Readiness | None = None,
+    ) -> None:
         HTTPFactory.__init__(self)
         self.pages = pages
+        #: What C{/readyz} answers from.
+        self.readiness = readiness
 
     def buildProtocol(self, addr: Any) -> Any:
         # As twisted.web.server.Site does: the channel knows its site.
@@ -137,7 +146,8 @@ def statusSite(scoreboard: Scoreboard) -> StatusSite:
             b"/metrics": metrics,
             b"/readyz": lambda: _text(*ready(readiness)),
             b"/livez": lambda: _text(*live()),
-        }
+        },
+        readiness,
     )
 
 
@@ -153,12 +163,30 @@ class StatusListener(BindsEarly):
     log = NamedLogger("preforktwist.service.PreforkService")
 
     def __init__(
-        self, reactor: IReactorCore, description: str, site: StatusSite
+        self,
+        reactor: IPreforkReactor,
+        description: str,
+        site: StatusSite,
+        inheritance: Inheritance | None = None,
     ) -> None:
+        """
+        @param inheritance: the sockets an old master handed over (a hot
+            upgrade): the status socket among them is served, once this
+            master L{takeOver}s, instead of a new one.
+        """
         self.reactor = reactor
         self.description = description
         self.site = site
+        self.inheritance = inheritance
         self.port: IListeningPort | None = None
+        #: Handed over by the old master and not yet served here.
+        self.waiting = False
+        #: Handed over to a new master: served there from now on.
+        self.handedOver = False
+
+    @property
+    def key(self) -> str:
+        return socketKey("status", self.description)
 
     def bind(self) -> None:
         """
@@ -167,6 +195,14 @@ class StatusListener(BindsEarly):
         @raise ListenError: at once, if it cannot.
         """
         if self.port is not None:
+            return
+        fd = self.inheritance.claim(self.key) if self.inheritance else None
+        if fd is not None:
+            # The old master answers until it hands over: a probe never
+            # meets this master still starting.
+            self.port = adoptListeningPort(self.reactor, fd, self.site)
+            cast(Any, self.port).stopReading()
+            self.waiting = True
             return
         try:
             endpoint = serverFromString(self.reactor, self.description)
@@ -190,10 +226,35 @@ class StatusListener(BindsEarly):
                 port=getattr(host, "port", ""),
             )
 
+    def handoffSockets(self) -> list[tuple[str, int]]:
+        if self.port is None:
+            return []
+        return [(self.key, cast(Any, self.port).fileno())]
+
+    def handOver(self) -> None:
+        """
+        The new master serves the status socket from now on: accept no
+        more (what is queued is the new master's), and answer what was
+        accepted as ready, for the instance is.
+        """
+        self.handedOver = True
+        if self.site.readiness is not None:
+            self.site.readiness.handedOver = True
+        if self.port is not None:
+            cast(Any, self.port).stopReading()
+
+    def takeOver(self) -> None:
+        """The old master handed over: serve the status socket."""
+        if self.waiting and self.port is not None:
+            self.waiting = False
+            cast(Any, self.port).startReading()
+
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
         port, self.port = self.port, None
-        if port is None:
+        if port is None or self.handedOver:
+            # A port stopped would shut the socket down, or remove its
+            # path, for the new master too: the process's exit closes it.
             return None
         result: Deferred[None] | None = port.stopListening()
         return result
