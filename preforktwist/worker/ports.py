@@ -23,16 +23,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp
 from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from preforktwist.common.private import (
-    portFromDescriptor,
-    reservedDescriptor,
-    takeAdoptedSocket,
-)
+from preforktwist.common.adopted import AdoptedUNIXPort
+from preforktwist.common.private import portFromDescriptor, reservedDescriptor
 from preforktwist.protocol.config import ACCEPT_WAKEUPS, DEFAULT_ACCEPT_REORDER
 from preforktwist.worker.balance import BALANCE_WAIT
 from preforktwist.worker.budget import AcceptBudget
@@ -188,22 +184,8 @@ class BudgetedTCPPort(_BudgetedPort, tcp.Port):
     pass
 
 
-class BudgetedUNIXPort(_BudgetedPort, unix.Port):
-    def startListening(self) -> None:
-        # unix.Port.startListening without its chmod and listen, which
-        # would change the master's socket for every process.
-        skt = takeAdoptedSocket(self)
-        assert self.factory is not None
-        self.factory.doStart()
-        self.connected = True
-        self.socket = skt
-        self.fileno = skt.fileno  # type: ignore[method-assign]
-        self.numberAccepts = 100
-        self.startReading()
-
-    def connectionLost(self, reason: Failure) -> None:
-        # Skip unix.Port's unlink of the path: the master owns the file.
-        tcp.Port.connectionLost(self, reason)
+class BudgetedUNIXPort(_BudgetedPort, AdoptedUNIXPort):
+    pass
 
 
 BudgetedPort = BudgetedTCPPort | BudgetedUNIXPort
