@@ -8,8 +8,7 @@ client stays silent.
 A protocol sees Twisted's transport and nothing else: the counting happens
 after Twisted's C{connectionLost} has run, and the timeout is kept below
 TLS and the PROXY header, so that the first byte is whatever the client
-sends first (a handshake, a header).  Their writes are sent at the end
-of the reactor's turn (L{preforktwist.worker.endofturn}).
+sends first (a handshake, a header).
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
 from twisted.python.failure import Failure
-
-from preforktwist.worker.endofturn import WritesAtEndOfTurn
 
 if TYPE_CHECKING:
     from preforktwist.worker.budget import AcceptBudget
@@ -84,19 +81,19 @@ class _WaitsForFirstByte(_CountsClose):
         super().connectionLost(reason)
 
 
-class CountedTCPServer(_CountsClose, WritesAtEndOfTurn, tcp.Server):
+class CountedTCPServer(_CountsClose, tcp.Server):
     pass
 
 
-class CountedUNIXServer(_CountsClose, WritesAtEndOfTurn, unix.Server):
+class CountedUNIXServer(_CountsClose, unix.Server):
     pass
 
 
-class TimedTCPServer(_WaitsForFirstByte, WritesAtEndOfTurn, tcp.Server):
+class TimedTCPServer(_WaitsForFirstByte, tcp.Server):
     pass
 
 
-class TimedUNIXServer(_WaitsForFirstByte, WritesAtEndOfTurn, unix.Server):
+class TimedUNIXServer(_WaitsForFirstByte, unix.Server):
     pass
 
 
