@@ -25,7 +25,7 @@ from preforktwist.master.handle import WorkerProcess, _MasterControl
 from preforktwist.master.pool import Pool, PoolConfig, WorkerState
 from preforktwist.protocol.control import ControlChannel, ReplaceCause, ReplaceMe
 from preforktwist.worker import serving
-from preforktwist.worker.serving import Worker, _WorkerControl
+from preforktwist.worker.serving import Worker, WorkerControl
 from tests.test_starters import config as workerconfig
 
 
@@ -181,7 +181,7 @@ class _ControlTransport(StringTransport):
 
 def signalledIdleWorker(
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[MemoryReactorClock, _WorkerControl, _ControlTransport]:
+) -> tuple[MemoryReactorClock, WorkerControl, _ControlTransport]:
     """
     A worker with nothing open and its control channel, just sent SIGTERM.
     """
@@ -189,7 +189,7 @@ def signalledIdleWorker(
     reactor = MemoryReactorClock()
     reactor.running = True
     worker = Worker(workerconfig(1), preforkReactor(reactor))
-    control = worker.control = _WorkerControl(worker)
+    control = worker.control = WorkerControl(worker)
     transport = _ControlTransport()
     control.makeConnection(transport)
     worker.signalled(signal.SIGTERM)
@@ -240,7 +240,7 @@ def test_counts_are_not_answered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serving, "setTitle", lambda title: None)
     reactor = MemoryReactorClock()
     worker = Worker(workerconfig(1), preforkReactor(reactor))
-    control = worker.control = _WorkerControl(worker)
+    control = worker.control = WorkerControl(worker)
     transport = _ControlTransport()
     control.makeConnection(transport)
     worker._sendCounts()

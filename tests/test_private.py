@@ -320,3 +320,15 @@ def test_unparsedInputIsWhatPipelinedRequestsLeft() -> None:
     # Nothing in progress: the start of the third waits for its line's end.
     assert private.unparsedInput(channel) == 6, changed("LineReceiver._buffer")
     channel.connectionLost(None)
+
+
+def test_logFileObserversFindsTheFileOfAFileLogObserver(tmp_path: Path) -> None:
+    from twisted.logger import LogPublisher, textFileLogObserver
+
+    publisher = LogPublisher()
+    with open(tmp_path / "log", "w") as out:
+        observer = textFileLogObserver(out)
+        publisher.addObserver(observer)
+        assert private.logFileObservers(publisher) == [(observer, out)], changed(
+            "LogPublisher._observers or FileLogObserver._outFile"
+        )

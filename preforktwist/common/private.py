@@ -41,6 +41,10 @@ The names, by the job that needs them:
     pipelined requests behind the one being answered; a retiring worker
     answers those before it closes the connection, and no public name
     says whether there are any.
+  - C{LogPublisher._observers} and C{FileLogObserver._outFile}
+    (L{logFileObservers}): twistd's log file is reachable only through the
+    global publisher's observers, and logrotate wants it reopened, not
+    rotated as twistd's own SIGUSR1 does.
   - C{twisted.protocols.haproxy._wrapper} and the wrapper's
     C{_proxyInfo} (L{HAProxyWrappingFactory}, L{proxyInfo}): the public
     API is an endpoint wrapper only, and the worker serves adopted
@@ -70,6 +74,7 @@ __all__ = [
     "forgetWaker",
     "httpChannel",
     "isReading",
+    "logFileObservers",
     "pollerDescriptor",
     "portFromDescriptor",
     "proxyInfo",
@@ -226,3 +231,15 @@ def unparsedInput(channel: Any) -> int:
     """
     held = sum(len(chunk) for chunk in channel._dataBuffer)
     return held + len(channel._buffer)
+
+
+def logFileObservers(publisher: Any) -> list[tuple[object, object]]:
+    """
+    Each observer of C{publisher} (a L{twisted.logger.LogPublisher}) with
+    the file a L{twisted.logger.FileLogObserver} writes to (L{None} for
+    other observers).
+    """
+    return [
+        (observer, getattr(observer, "_outFile", None))
+        for observer in getattr(publisher, "_observers", [])
+    ]

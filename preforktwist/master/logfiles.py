@@ -14,6 +14,8 @@ from typing import Any
 
 from twisted.logger import FileLogObserver, globalLogPublisher
 
+from preforktwist.common.private import logFileObservers
+
 
 def reopenLogFiles(publisher: Any = globalLogPublisher) -> list[str]:
     """
@@ -23,9 +25,9 @@ def reopenLogFiles(publisher: Any = globalLogPublisher) -> list[str]:
     @return: the paths reopened.
     """
     reopened = []
-    for observer in getattr(publisher, "_observers", []):
-        outFile = getattr(observer, "_outFile", None)
-        if isinstance(observer, FileLogObserver) and hasattr(outFile, "reopen"):
-            outFile.reopen()  # type: ignore[union-attr]
+    for observer, outFile in logFileObservers(publisher):
+        reopen = getattr(outFile, "reopen", None)
+        if isinstance(observer, FileLogObserver) and reopen is not None:
+            reopen()
             reopened.append(str(getattr(outFile, "path", outFile)))
     return reopened

@@ -79,9 +79,17 @@ class LoadBoard:
         # The file starts zeroed: every pid 0.
         os.ftruncate(fd, _words(capacity) * _WORD)
         board = cls(fd, capacity)
-        absent = memoryview(bytes([0xFF]) * capacity * _WORD).cast("i")
-        board._words[1 : capacity + 1] = absent
+        board.clearAll()
         return board
+
+    def clearAll(self) -> None:
+        """
+        Mark every slot absent.
+        """
+        capacity = self.capacity
+        self._words[1 : capacity + 1] = memoryview(
+            bytes([0xFF]) * capacity * _WORD
+        ).cast("i")
 
     @classmethod
     def attach(cls, fd: int) -> LoadBoard:

@@ -114,7 +114,7 @@ def _warmInterfaces() -> None:
         transports.CountedUNIXServer,
         transports.TimedTCPServer,
         transports.TimedUNIXServer,
-        serving._WorkerControl,
+        serving.WorkerControl,
     ]
     for cls in classes:
         implementedBy(cls)  # type: ignore[no-untyped-call]

@@ -39,6 +39,13 @@ class _HeaderFirst(HAProxyProtocolWrapper):
     _connected = False
     _timeout: Any = None
 
+    @property
+    def waitingForHeader(self) -> bool:
+        """
+        The header is not read yet: the wrapped protocol is not connected.
+        """
+        return not self._connected
+
     def makeConnection(self, transport: ITransport) -> None:
         # ProtocolWrapper.makeConnection without connecting the wrapped
         # protocol yet.
@@ -103,4 +110,4 @@ def waitsForHeader(protocol: object) -> bool:
     Whether C{protocol} is a PROXY header parser that has not yet read the
     header, and so not yet connected the protocol it wraps.
     """
-    return isinstance(protocol, _HeaderFirst) and not protocol._connected
+    return isinstance(protocol, _HeaderFirst) and protocol.waitingForHeader

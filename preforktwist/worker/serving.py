@@ -49,7 +49,7 @@ EXIT_BOOT_FAILURE = 3
 EXIT_GRACE_EXPIRED = 4
 
 
-class _WorkerControl(ControlChannel):
+class WorkerControl(ControlChannel):
     """
     The worker's end of the control channel.
     """
@@ -112,7 +112,7 @@ class Worker:
         self.budget.batch = config.acceptBatch
         self.budget.held = config.standby
         self.budget.firstByteTimeout = config.firstByteTimeout
-        self.control: _WorkerControl | None = None
+        self.control: WorkerControl | None = None
         #: Tells the application when this worker stops accepting; set once
         #: its factory is built.
         self.retirement: Retirement | None = None
@@ -140,7 +140,7 @@ class Worker:
         hook, adopt the sockets, and tell the master we are ready.  Anything
         that fails on the way is a boot failure, reported to the master.
         """
-        control = self.control = _WorkerControl(self)
+        control = self.control = WorkerControl(self)
         adoptStream(self.reactor, controlFD, control)
         # Heartbeats start now: a worker-init that hangs is the boot
         # timeout's business, a reactor that stops turning is the
