@@ -183,13 +183,16 @@ def measureOnce(
 
 def servers(keys: list[str], revisions: list[str]) -> list[Server]:
     """
-    The servers named by C{keys} (any of bench/run.py's, and preforktwist
-    and the naive pre-fork at -w 2, 4 and 8), then each preforktwist one
-    again as of each of C{revisions}.
+    The servers named by C{keys} (any of bench/run.py's, preforktwist at
+    -w 1, 2, 4 and 8 serving hello or the Site, and the naive pre-fork at
+    -w 2, 4 and 8), then each preforktwist one again as of each of
+    C{revisions}.  A single worker against the single process compares
+    the serve paths alone, each process with a core of its own.
     """
     known = {s.key: s for s in allServers(acceptVariants=True)}
-    for workers in (2, 4, 8):
+    for workers in (1, 2, 4, 8):
         known.setdefault(f"pt-w{workers}-m0", preforktwist(workers, 0))
+        known.setdefault(f"pt-w{workers}-m0-site", preforktwist(workers, 0, "site"))
         known.setdefault(f"naive-w{workers}", naive(workers))
     unknown = [k for k in keys if k not in known]
     if unknown:
