@@ -259,64 +259,6 @@ def test_forgetWakerLetsInstallWakerMakeANewOne() -> None:
         _closeReactor(reactor)
 
 
-@pytest.mark.parametrize("reactorName", ["epoll", "poll", "select"])
-def test_disconnectAfterWriteEndsAsAWriteEventDoes(reactorName: str) -> None:
-    """
-    A write that returned C{ConnectionDone} ends a half-closeable
-    selectable's connection with C{connectionLost}, not
-    C{readConnectionLost}, and takes it out of the reactor.
-    """
-    import importlib
-
-    from twisted.internet import error
-    from twisted.internet.interfaces import IHalfCloseableDescriptor
-    from zope.interface import implementer
-
-    module = importlib.import_module(f"twisted.internet.{reactorName}reactor")
-    reactorClass = {"epoll": "EPollReactor", "poll": "PollReactor"}.get(
-        reactorName, "SelectReactor"
-    )
-    reactor = getattr(module, reactorClass)()
-    left, right = socket.socketpair()
-
-    @implementer(IHalfCloseableDescriptor)
-    class Selectable:
-        def __init__(self) -> None:
-            self.calls: list[str] = []
-
-        def fileno(self) -> int:
-            return left.fileno()
-
-        def readConnectionLost(self, reason: object) -> None:
-            self.calls.append("readConnectionLost")
-
-        def writeConnectionLost(self, reason: object) -> None:
-            self.calls.append("writeConnectionLost")
-
-        def connectionLost(self, reason: Any) -> None:
-            self.calls.append(f"connectionLost {reason.type.__name__}")
-
-        def logPrefix(self) -> str:
-            return "selectable"
-
-    try:
-        assert private.canDisconnectAfterWrite(reactor), changed(
-            "PosixReactorBase._disconnectSelectable"
-        )
-        selectable = Selectable()
-        reactor.addReader(selectable)
-        reactor.addWriter(selectable)
-        private.disconnectAfterWrite(reactor, selectable, error.ConnectionDone())
-        assert selectable.calls == ["connectionLost ConnectionDone"], changed(
-            "how _disconnectSelectable ends a connection after a write"
-        )
-        assert selectable not in reactor.getReaders() + reactor.getWriters()
-    finally:
-        left.close()
-        right.close()
-        _closeReactor(reactor)
-
-
 def test_proxyInfoIsTheParsedHeader() -> None:
     factory = private.HAProxyWrappingFactory(Factory.forProtocol(Protocol))
     wrapper = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))

@@ -32,13 +32,6 @@ The names, by the job that needs them:
     C{_selectables} (L{forgetRegistrations}, L{forgetWaker}): a reactor
     installed before C{fork()} (C{--preload}) must get an epoll instance
     and a waker of the child's own without touching the parent's.
-  - C{PosixReactorBase._disconnectSelectable} (L{disconnectAfterWrite},
-    L{canDisconnectAfterWrite}): a worker's transport sends what a read
-    made it write within the same dispatch as the read, as the reactor
-    does for an event both readable and writable; when that write ends the
-    connection, it must end as the reactor ends it after a write, which
-    no public name does (a half-closeable transport whose write reported
-    C{ConnectionDone} gets C{connectionLost}, not C{readConnectionLost}).
   - C{twisted.web.http._GenericHTTPChannelProtocol} and its C{_channel}
     (L{httpChannel}): C{Site} and every C{HTTPFactory} build this
     private wrapper around the C{HTTPChannel} (it switches to HTTP/2 after
@@ -77,8 +70,6 @@ __all__ = [
     "HAProxyProtocolWrapper",
     "HAProxyWrappingFactory",
     "addExclusiveReader",
-    "canDisconnectAfterWrite",
-    "disconnectAfterWrite",
     "forgetRegistrations",
     "forgetWaker",
     "httpChannel",
@@ -208,23 +199,6 @@ def forgetWaker(reactor: Any) -> None:
     if waker is not None:
         reactor._internalReaders.discard(waker)
         reactor.waker = None
-
-
-def canDisconnectAfterWrite(reactor: object) -> bool:
-    """
-    Whether C{reactor} ends its selectables' connections the way
-    L{disconnectAfterWrite} relies on (every reactor built on Twisted's
-    C{PosixReactorBase}: epoll, poll, select, asyncio).
-    """
-    return callable(getattr(reactor, "_disconnectSelectable", None))
-
-
-def disconnectAfterWrite(reactor: Any, selectable: object, why: object) -> None:
-    """
-    End C{selectable}'s connection because its C{doWrite} returned C{why},
-    exactly as C{reactor} does when a write event's C{doWrite} returns it.
-    """
-    reactor._disconnectSelectable(selectable, why, False)
 
 
 def proxyInfo(wrapper: HAProxyProtocolWrapper) -> object | None:

@@ -97,8 +97,6 @@ def _warmInterfaces() -> None:
     here, every fork inherits the cache instead of computing it again, in
     every worker.
     """
-    import itertools
-
     from twisted.internet import tcp, unix
     from twisted.internet.interfaces import ILoggingContext
     from zope.interface import implementedBy
@@ -112,11 +110,11 @@ def _warmInterfaces() -> None:
         unix.Port,
         ports.BudgetedTCPPort,
         ports.BudgetedUNIXPort,
+        transports.CountedTCPServer,
+        transports.CountedUNIXServer,
+        transports.TimedTCPServer,
+        transports.TimedUNIXServer,
         serving.WorkerControl,
-    ]
-    classes += [
-        transports.serverTransport(*choice)
-        for choice in itertools.product((False, True), repeat=3)
     ]
     for cls in classes:
         implementedBy(cls)  # type: ignore[no-untyped-call]

@@ -28,11 +28,7 @@ from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.logger import Logger
 
 from preforktwist.common.adopted import AdoptedUNIXPort
-from preforktwist.common.private import (
-    canDisconnectAfterWrite,
-    portFromDescriptor,
-    reservedDescriptor,
-)
+from preforktwist.common.private import portFromDescriptor, reservedDescriptor
 from preforktwist.protocol.config import ACCEPT_WAKEUPS, DEFAULT_ACCEPT_REORDER
 from preforktwist.worker.balance import BALANCE_WAIT
 from preforktwist.worker.budget import AcceptBudget
@@ -216,9 +212,7 @@ def adoptListener(
     unixFamily = family == socket.AF_UNIX
     portClass = BudgetedUNIXPort if unixFamily else BudgetedTCPPort
     port: Any = portFromDescriptor(portClass, reactor, fd, family, factory)
-    port.transport = serverTransport(
-        unixFamily, budget.firstByteTimeout > 0, canDisconnectAfterWrite(reactor)
-    )
+    port.transport = serverTransport(unixFamily, budget.firstByteTimeout > 0)
     port.budget = budget
     port.exclusive = exclusiveWakeups(reactor, wakeup)
     port.reorderEvery = reorder

@@ -2,26 +2,21 @@
 The worker's server transports: Twisted's own TCP and UNIX transports,
 listed by the worker's budget while they are open (a retiring worker tells
 their protocols, L{preforktwist.worker.retiring}), telling it when they
-close, sending what a read made them write in the same dispatch as the
-read, and, with C{--first-byte-timeout}, aborting a connection whose
+close, and, with C{--first-byte-timeout}, aborting a connection whose
 client stays silent.
 
 A protocol sees Twisted's transport and nothing else: the counting happens
-after Twisted's C{connectionLost} has run, the writes are sent by Twisted's
-own C{doWrite}, and the timeout is kept below TLS and the PROXY header, so
-that the first byte is whatever the client sends first (a handshake, a
-header).
+after Twisted's C{connectionLost} has run, and the timeout is kept below
+TLS and the PROXY header, so that the first byte is whatever the client
+sends first (a handshake, a header).
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import abstract, tcp, unix
+from twisted.internet import tcp, unix
 from twisted.python.failure import Failure
-
-from preforktwist.common.private import disconnectAfterWrite
 
 if TYPE_CHECKING:
     from preforktwist.worker.budget import AcceptBudget
@@ -86,90 +81,26 @@ class _WaitsForFirstByte(_CountsClose):
         super().connectionLost(reason)
 
 
-_OFF, _HELD, _INLINE, _ON = "off", "held", "inline", "on"
+class CountedTCPServer(_CountsClose, tcp.Server):
+    pass
 
 
-class _WritesAfterRead:
+class CountedUNIXServer(_CountsClose, unix.Server):
+    pass
+
+
+class TimedTCPServer(_WaitsForFirstByte, tcp.Server):
+    pass
+
+
+class TimedUNIXServer(_WaitsForFirstByte, unix.Server):
+    pass
+
+
+def serverTransport(unixFamily: bool, firstByteTimeout: bool) -> type[Any]:
     """
-    A transport that sends what a read made its protocol write within the
-    dispatch of that read, as the reactor does when one event reports the
-    socket readable and writable: Twisted's own C{doWrite} runs once
-    C{doRead} is done, with its producer calls and its close, and only
-    what the kernel does not take waits for the reactor, registered for
-    writing as usual.  Twisted would register at the first write and send
-    on its next turn, which costs two C{epoll_ctl} calls and one more event
-    per response; the socket is nearly always writable at once.
-
-    The registration for writing is in one of four states: off; held (a
-    write during C{doRead}, not yet registered); inline (our C{doWrite} is
-    running, as if registered); on (registered with the reactor).
+    The transport class a port builds for each connection it accepts.
     """
-
-    reactor: Any
-    connected: int
-    _writing = _OFF
-    _inRead = False
-
-    def startWriting(self) -> None:
-        state = self._writing
-        if state is _OFF and self._inRead:
-            self._writing = _HELD
-        elif state is _OFF or state is _ON:
-            self._writing = _ON
-            abstract.FileDescriptor.startWriting(self)  # type: ignore[arg-type]
-
-    def stopWriting(self) -> None:
-        state, self._writing = self._writing, _OFF
-        if state is _ON or state is _OFF:
-            abstract.FileDescriptor.stopWriting(self)  # type: ignore[arg-type]
-
-    def doRead(self) -> Any:
-        self._inRead = True
-        try:
-            why = super().doRead()  # type: ignore[misc]
-        finally:
-            self._inRead = False
-        if self._writing is not _HELD:
-            return why
-        if why or not self.connected:
-            # Registered as Twisted registers at a write; the reactor
-            # then ends the connection as it would.
-            self._writing = _OFF
-            self.startWriting()
-            return why
-        self._writing = _INLINE
-        why = self.doWrite()  # type: ignore[attr-defined]
-        if why:
-            disconnectAfterWrite(self.reactor, self, why)
-        elif self._writing is _INLINE:
-            # The kernel did not take it all: wait for the reactor.
-            self._writing = _OFF
-            self.startWriting()
-        return None
-
-
-@cache
-def serverTransport(
-    unixFamily: bool, firstByteTimeout: bool, writesAfterRead: bool = True
-) -> type[Any]:
-    """
-    The transport class a port builds for each connection it accepts:
-    Twisted's TCP or UNIX server transport, counted, with the first-byte
-    timer if C{firstByteTimeout}, and sending after its reads if
-    C{writesAfterRead} (the reactor supports it:
-    L{preforktwist.common.private.canDisconnectAfterWrite}).
-    """
-    bases: tuple[type[Any], ...] = (
-        _WaitsForFirstByte if firstByteTimeout else _CountsClose,
-        unix.Server if unixFamily else tcp.Server,
-    )
-    if writesAfterRead:
-        bases = (_WritesAfterRead, *bases)
-    name = "".join(
-        [
-            "Timed" if firstByteTimeout else "Counted",
-            "UNIX" if unixFamily else "TCP",
-            "Server",
-        ]
-    )
-    return type(name, bases, {})
+    if unixFamily:
+        return TimedUNIXServer if firstByteTimeout else CountedUNIXServer
+    return TimedTCPServer if firstByteTimeout else CountedTCPServer
