@@ -571,11 +571,14 @@ class Settings:
         side=Side.MASTER,
         help=(
             "Seconds a new worker may take to become ready before it is "
-            "killed and counted as a boot failure."
+            "killed and counted as a boot failure; the fork server gets as "
+            "long to import --preload code."
         ),
         doc=(
             "How long a new worker may take to become ready before it is killed "
-            "and counted as a boot failure. Default 30."
+            "and counted as a boot failure. The fork server gets as long to "
+            "import the --preload code; if it takes longer it is killed and "
+            "workers start as fresh interpreters. Default 30."
         ),
     )
     maxConnectionsJitter: int = setting(

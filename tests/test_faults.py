@@ -911,6 +911,17 @@ BOOT_CASES = [
         ["--protocol", "tests.hangs_at_import.Echo", "--boot-timeout", "2"],
         r"did not become ready within 2s",
     ),
+    BootCase(
+        "module hangs at import, --preload --boot-timeout 2",
+        [
+            "--protocol",
+            "tests.hangs_at_import.Echo",
+            "--preload",
+            "--boot-timeout",
+            "2",
+        ],
+        r"fork server \(pid \d+\) did not become ready within 2s",
+    ),
 ]
 
 

@@ -139,9 +139,11 @@ class FakeForkServer:
         listenFDs: list[int],
         descriptions: Sequence[str],
         preload: Sequence[str] = (),
+        readyTimeout: float | None = None,
     ) -> None:
         self.descriptions = list(descriptions)
         self.preload = list(preload)
+        self.readyTimeout = readyTimeout
         if FakeForkServer.failStart:
             raise OSError("no more processes")
         self.alive = True
@@ -536,6 +538,57 @@ def test_kill_before_the_fork_is_sent_at_birth(
     for ours, theirs in pairs:
         ours.close()
         theirs.close()
+
+
+def test_fork_server_not_ready_in_time_is_killed(listening: list[int]) -> None:
+    """
+    A fork server that does not say it is ready within its ready timeout
+    (a --preload module stuck at import) is killed; one that does is left
+    alone.
+    """
+    reactor = ProcessReactor()
+    for sayReady in (False, True):
+        killed: list[str] = []
+        server = ForkServerProcess(preforkReactor(reactor))
+        server.start("twisted.internet.epollreactor", listening, readyTimeout=2.0)
+        process: Any = reactor.spawned[-1]
+        process.signalProcess = killed.append
+        if sayReady:
+            server.childDataReceived(1, b'{"ready": 1234}\n')
+        reactor.advance(1.9)
+        assert killed == [] and server.alive
+        with capturedLogs() as events:
+            reactor.advance(0.2)
+        if sayReady:
+            assert killed == [] and server.ready and server.alive
+            assert events == []
+        else:
+            assert killed == ["KILL"] and not server.alive
+            assert "did not become ready" in messages(events)[0]
+
+
+def test_worker_whose_end_was_asked_is_not_rehomed(
+    listening: list[int], fakeServers: list[FakeForkServer]
+) -> None:
+    """
+    A worker whose boot timeout ran out while its fork server never forked
+    it fails when that server ends, instead of being asked again (it would
+    hang as long again, and its KILL was spent); the others are rehomed.
+    """
+    reactor, pool = ProcessReactor(), FakePool()
+    starter = forkStarter(reactor, listening)
+    starter.start()
+    (server,) = fakeServers
+    late, fresh = newWorker(1, reactor, pool), newWorker(2, reactor, pool)
+    for worker in (late, fresh):
+        starter.startWorker(worker, config(worker.number))
+    late.kill()
+    assert late.endAsked and not fresh.endAsked
+    server.alive = False
+    server.end()
+    assert pool.bootFailures == [(1, "not forked within the boot timeout")]
+    assert reactor.modules()[-1] == "preforktwist.worker.main"
+    assert fresh.pid is not None
 
 
 def test_fork_server_client_close_gives_back_the_waiting(

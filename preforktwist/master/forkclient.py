@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IFileDescriptorReceiver
 from twisted.internet.protocol import ProcessProtocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.protocols.basic import LineOnlyReceiver
@@ -87,6 +87,8 @@ class ForkServerProcess(ProcessProtocol):
     exit of its last child.
 
     @ivar alive: it can take fork requests.
+    @ivar ready: it said it is ready to fork (its imports, and those of
+        C{--preload}, are done).
     """
 
     log = NamedLogger("preforktwist.forkclient.ForkServer")
@@ -94,7 +96,9 @@ class ForkServerProcess(ProcessProtocol):
     def __init__(self, reactor: IPreforkReactor) -> None:
         self.reactor = reactor
         self.alive = False
+        self.ready = False
         self.pid: int | None = None
+        self._readyDeadline: IDelayedCall | None = None
         self._channel: _Channel | None = None
         self._waiting: deque[WorkerProcess] = deque()
         self._children: dict[int, WorkerProcess] = {}
@@ -109,12 +113,17 @@ class ForkServerProcess(ProcessProtocol):
         listenFDs: list[int],
         descriptions: Sequence[str] = (),
         preload: Sequence[str] = (),
+        readyTimeout: float | None = None,
     ) -> None:
         """
         @param descriptions: the listeners, shown in the fork server's
             process title.
         @param preload: dotted names the fork server imports before it
             forks (C{--preload}).
+        @param readyTimeout: seconds it may take to become ready before it
+            is killed (C{--boot-timeout}, as for a worker): a C{--preload}
+            module that never finishes importing would otherwise hold every
+            worker asked of it, and the pool would wait for them for ever.
         """
         module = [
             "preforktwist.worker.forkserver",
@@ -127,6 +136,10 @@ class ForkServerProcess(ProcessProtocol):
         channel = self._channel = _Channel(self)
         adoptStream(self.reactor, fd, channel)
         self.alive = True
+        if readyTimeout is not None:
+            self._readyDeadline = self.reactor.callLater(
+                readyTimeout, self._notReady, readyTimeout
+            )
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -135,8 +148,35 @@ class ForkServerProcess(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         for line in data.decode("utf-8", "replace").splitlines():
-            if line.strip() and '"ready"' not in line:
+            if '"ready"' in line:
+                self.ready = True
+                self._cancelReadyDeadline()
+            elif line.strip():
                 self.log.warn("fork server: {line}", line=line)
+
+    def _cancelReadyDeadline(self) -> None:
+        deadline, self._readyDeadline = self._readyDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _notReady(self, timeout: float) -> None:
+        """
+        Not ready within C{timeout} seconds: kill it.  Its end fails or
+        rehomes the workers asked of it (L{_failWaiting}).
+        """
+        self._readyDeadline = None
+        self.alive = False
+        self.log.error(
+            "the fork server (pid {pid}) did not become ready within "
+            "{timeout:g}s (is --preload code stuck at import?); killing it",
+            pid=self.pid,
+            timeout=timeout,
+        )
+        if self.transport is not None:
+            try:
+                self.transport.signalProcess("KILL")
+            except ProcessExitedAlready:
+                pass
 
     def fork(self, worker: WorkerProcess, config: WorkerConfig) -> None:
         """
@@ -217,10 +257,12 @@ class ForkServerProcess(ProcessProtocol):
 
     def channelLost(self) -> None:
         self.alive = False
+        self._cancelReadyDeadline()
         self._failWaiting("the fork server's channel closed")
 
     def processExited(self, reason: Failure) -> None:
         self.alive = False
+        self._cancelReadyDeadline()
         self._failWaiting("the fork server exited")
         if self._children:
             self.log.warn(

@@ -274,6 +274,14 @@ class WorkerProcess(ProcessProtocol):
     # (L{preforktwist.master.starters}); a spawned worker is connected as
     # Twisted's child, a forked one by these.
 
+    @property
+    def endAsked(self) -> bool:
+        """
+        Whether the pool asked this worker to end (KILL or TERM) before it
+        was forked: it is ended at birth (L{bornAs}).
+        """
+        return bool(self._unsent)
+
     def bornAs(self, pid: int) -> None:
         """
         The fork server forked this worker as C{pid}: the signals asked for

@@ -183,6 +183,7 @@ class PreforkService(MultiService):
             self._inheritedFDs,
             descriptions=self.descriptions,
             preload=preloadNames(settings) if settings.preload else (),
+            readyTimeout=settings.bootTimeout,
         )
 
     def _observers(self, given: Sequence[IPoolObserver]) -> list[IPoolObserver]:

@@ -121,6 +121,7 @@ class ForkServerStarter:
         newServer: Callable[[Any], ForkServerProcess] = ForkServerProcess,
         descriptions: Sequence[str] = (),
         preload: Sequence[str] = (),
+        readyTimeout: float | None = None,
     ) -> None:
         """
         @param listenFDs: the listening sockets, in order, as they are now.
@@ -129,11 +130,14 @@ class ForkServerStarter:
         @param preload: dotted names of the user's code that each fork
             server imports before it forks (C{--preload}); each new one, on
             reload, imports them anew.
+        @param readyTimeout: seconds each fork server may take to become
+            ready before it is killed (C{--boot-timeout}).
         """
         self.reactor = reactor
         self.listenFDs = listenFDs
         self.descriptions = list(descriptions)
         self.preload = list(preload)
+        self.readyTimeout = readyTimeout
         self.fresh = FreshInterpreterStarter(reactor, listenFDs)
         self.server: ForkServerProcess | None = None
         self._newServer = newServer
@@ -185,6 +189,7 @@ class ForkServerStarter:
                 list(self.listenFDs()),
                 self.descriptions,
                 preload=self.preload,
+                readyTimeout=self.readyTimeout,
             )
         except Exception as e:
             self.log.warn(
@@ -201,11 +206,16 @@ class ForkServerStarter:
         A fork server ended before forking these workers (it was renewed,
         or it died): they did not fail, so they are asked again, of the
         live fork server or as fresh interpreters.  Once stopping, they
-        fail: nothing more is started.
+        fail: nothing more is started.  So does a worker whose end the pool
+        has already asked for (its boot timeout ran out while it waited):
+        asked again, it would hang as long again, and never be killed.
         """
         for worker in workers:
             if not self._running:
                 worker.forkFailed("the server is stopping")
+                continue
+            if worker.endAsked:
+                worker.forkFailed("not forked within the boot timeout")
                 continue
             assert worker.config is not None
             try:
