@@ -554,7 +554,9 @@ def test_fork_server_not_ready_in_time_is_killed(listening: list[int]) -> None:
         process: Any = reactor.spawned[-1]
         process.signalProcess = killed.append
         if sayReady:
-            server.childDataReceived(1, b'{"ready": 1234}\n')
+            # Output of the user's code first; the line may come in pieces.
+            server.childDataReceived(1, b'preloading\n{"rea')
+            server.childDataReceived(1, b'dy": 1234}\n')
         reactor.advance(1.9)
         assert killed == [] and server.alive
         with capturedLogs() as events:

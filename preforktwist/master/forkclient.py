@@ -99,6 +99,8 @@ class ForkServerProcess(ProcessProtocol):
         self.ready = False
         self.pid: int | None = None
         self._readyDeadline: IDelayedCall | None = None
+        #: The last line of each output, until its end comes.
+        self._partial: dict[int, bytes] = {}
         self._channel: _Channel | None = None
         self._waiting: deque[WorkerProcess] = deque()
         self._children: dict[int, WorkerProcess] = {}
@@ -147,12 +149,18 @@ class ForkServerProcess(ProcessProtocol):
         self.transport.closeStdin()
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").splitlines():
-            if '"ready"' in line:
-                self.ready = True
-                self._cancelReadyDeadline()
-            elif line.strip():
-                self.log.warn("fork server: {line}", line=line)
+        lines = (self._partial.get(childFD, b"") + data).split(b"\n")
+        self._partial[childFD] = lines.pop()
+        for line in lines:
+            text = line.decode("utf-8", "replace")
+            if childFD == 1 and '"ready"' in text:
+                self._isReady()
+            elif text.strip():
+                self.log.warn("fork server: {line}", line=text)
+
+    def _isReady(self) -> None:
+        self.ready = True
+        self._cancelReadyDeadline()
 
     def _cancelReadyDeadline(self) -> None:
         deadline, self._readyDeadline = self._readyDeadline, None
@@ -195,6 +203,8 @@ class ForkServerProcess(ProcessProtocol):
             for fd in fds:
                 os.close(fd)
             return
+        # A fork is as good a sign of readiness as the line it printed.
+        self._isReady()
         worker = self._waiting.popleft()
         self._children[pid] = worker
         controlFD, outFD, errFD = fds
