@@ -73,7 +73,7 @@ def test_wheel_contents(distributions: tuple[Path, Path]) -> None:
     The wheel holds the package with its page, and the plugin module alone
     of C{twisted/}: no C{twisted/__init__.py} that would shadow Twisted's
     own, no tests or documentation.  Its metadata names the project's
-    pages and the Python versions.
+    pages, the Python versions and the licence, whose text it carries.
     """
     _, wheel = distributions
     with zipfile.ZipFile(wheel) as archive:
@@ -89,6 +89,8 @@ def test_wheel_contents(distributions: tuple[Path, Path]) -> None:
     assert "Project-URL: Documentation, " in metadata
     assert "Classifier: Framework :: Twisted" in metadata
     assert "Requires-Python: >=3.10" in metadata
+    assert "License-Expression: MIT" in metadata
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 
 def test_sdist_contents(distributions: tuple[Path, Path]) -> None:
@@ -101,6 +103,7 @@ def test_sdist_contents(distributions: tuple[Path, Path]) -> None:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for needed in (
         "README.md",
+        "LICENSE",
         "NEWS.rst",
         "docs/conf.py",
         "docs/index.rst",
