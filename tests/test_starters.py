@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
+from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IProcessProtocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
@@ -567,6 +568,24 @@ def test_fork_server_not_ready_in_time_is_killed(listening: list[int]) -> None:
         else:
             assert killed == ["KILL"] and not server.alive
             assert "did not become ready" in messages(events)[0]
+
+
+def test_fork_server_output_is_logged_by_whole_lines(listening: list[int]) -> None:
+    """
+    What the fork server writes is logged a line at a time, however it
+    arrives, and a last line without its end is logged when it exits.
+    """
+    reactor = ProcessReactor()
+    server = ForkServerProcess(preforkReactor(reactor))
+    server.start("twisted.internet.epollreactor", listening)
+    with capturedLogs() as events:
+        server.childDataReceived(2, b"Traceback (most")
+        server.childDataReceived(2, b" recent call last):\n  File")
+        server.processExited(Failure(ProcessDone(0)))
+    assert [event["line"] for event in events if "line" in event] == [
+        "Traceback (most recent call last):",
+        "  File",
+    ]
 
 
 def test_worker_whose_end_was_asked_is_not_rehomed(

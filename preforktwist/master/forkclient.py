@@ -273,6 +273,11 @@ class ForkServerProcess(ProcessProtocol):
     def processExited(self, reason: Failure) -> None:
         self.alive = False
         self._cancelReadyDeadline()
+        # What it wrote last without a line end is still said.
+        partials, self._partial = self._partial, {}
+        for childFD, partial in sorted(partials.items()):
+            if partial:
+                self.childDataReceived(childFD, partial + b"\n")
         self._failWaiting("the fork server exited")
         if self._children:
             self.log.warn(
