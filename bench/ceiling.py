@@ -16,7 +16,9 @@ and what the pool's CPU per request would have to be for a target ratio:
 
     pool CPU needed = cores / (target * single rate) - wrk CPU
 
-Medians over the rounds.
+The arithmetic is RESULTS.md's (L{bench.targets.rateCeiling} and
+L{bench.targets.cpuBudget}), taken here round by round for the hello
+protocol and the Site, with each target; medians over the rounds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ import statistics
 import sys
 from typing import Any
 
+# Runnable as a script from anywhere, as bench/run.py is.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.targets import cpuBudget, rateCeiling
+
 TARGETS = {
     ("single", "pt-w2-m0", "close"): 1.05,
     ("single", "pt-w2-m0", "keepalive"): 1.8,
@@ -35,12 +42,12 @@ TARGETS = {
 }
 
 
-def perRequest(run: dict[str, Any]) -> tuple[float, float]:
+def per1000(run: dict[str, Any]) -> tuple[float, float]:
     """
-    The server's and wrk's CPU per request, in microseconds.
+    The server's and wrk's CPU per 1,000 requests, in seconds.
     """
     requests = run["requests"]
-    return run["cpu_s"] / requests * 1e6, run["client_cpu_s"] / requests * 1e6
+    return run["cpu_s"] / requests * 1000, run["client_cpu_s"] / requests * 1000
 
 
 def rows(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
@@ -53,8 +60,7 @@ def rows(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
                 "ratio",
                 "single_us",
                 "pool_us",
-                "wrk_single_us",
-                "wrk_pool_us",
+                "wrk_us",
                 "ceiling",
                 "ceiling_same_cpu",
                 "needed_us",
@@ -69,19 +75,19 @@ def rows(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
             if single not in pick or pool not in pick:
                 continue
             s, p = pick[single], pick[pool]
-            singleUs, wrkSingleUs = perRequest(s)
-            poolUs, wrkPoolUs = perRequest(p)
+            singleCPU, _ = per1000(s)
+            poolCPU, wrkCPU = per1000(p)
             rate = s["rps"]
             table["ratio"].append(p["rps"] / rate)
-            table["single_us"].append(singleUs)
-            table["pool_us"].append(poolUs)
-            table["wrk_single_us"].append(wrkSingleUs)
-            table["wrk_pool_us"].append(wrkPoolUs)
-            table["ceiling"].append(cores / (rate * (wrkPoolUs + poolUs) * 1e-6))
+            # Seconds per 1,000 requests are milliseconds per request.
+            table["single_us"].append(singleCPU * 1000)
+            table["pool_us"].append(poolCPU * 1000)
+            table["wrk_us"].append(wrkCPU * 1000)
+            table["ceiling"].append(rateCeiling(cores, poolCPU, wrkCPU) / rate)
             table["ceiling_same_cpu"].append(
-                cores / (rate * (wrkPoolUs + singleUs) * 1e-6)
+                rateCeiling(cores, singleCPU, wrkCPU) / rate
             )
-            table["needed_us"].append(cores / (target * rate * 1e-6) - wrkPoolUs)
+            table["needed_us"].append(cpuBudget(cores, target * rate, wrkCPU) * 1000)
         if table["ratio"]:
             found.append(
                 {"pool": pool, "mode": mode, "target": target}
@@ -108,7 +114,7 @@ def main() -> None:
         print(
             f"{row['pool']:15} {row['mode']:9} {row['ratio']:6.2f} "
             f"{row['target']:6.2f} {row['single_us']:7.1f} {row['pool_us']:7.1f} "
-            f"{row['wrk_pool_us']:6.1f} {row['ceiling']:8.2f} "
+            f"{row['wrk_us']:6.1f} {row['ceiling']:8.2f} "
             f"{row['ceiling_same_cpu']:14.2f} {row['needed_us']:16.1f}"
         )
 

@@ -246,6 +246,23 @@ def targets(
     return t.rows
 
 
+def rateCeiling(cores: int, serverPer1000: float, wrkPer1000: float) -> float:
+    """
+    The most requests a second C{cores} allow when each 1,000 requests cost
+    the server C{serverPer1000} and wrk C{wrkPer1000} seconds of CPU: the
+    load generator runs on the same cores.
+    """
+    return cores / (serverPer1000 + wrkPer1000) * 1000
+
+
+def cpuBudget(cores: int, rate: float, wrkPer1000: float) -> float:
+    """
+    The server's CPU per 1,000 requests, in seconds, at which C{cores}
+    still allow C{rate} requests a second beside wrk's C{wrkPer1000}.
+    """
+    return cores / (rate / 1000) - wrkPer1000
+
+
 def ceilingLine(
     mode: str, need: float, one: dict[str, Any], two: dict[str, Any], cores: int
 ) -> str:
@@ -254,9 +271,9 @@ def ceilingLine(
     what one process (C{one}) served and what the target C{need} asks.
     """
     wrk = two["client_cpu_per_1000"]
-    ceiling = cores / (two["cpu_per_1000"] + wrk) * 1000
+    ceiling = rateCeiling(cores, two["cpu_per_1000"], wrk)
     target = need * one["rps_median"]
-    budget = cores / (target / 1000) - wrk
+    budget = cpuBudget(cores, target, wrk)
     return (
         f"- {MODE_TITLES[mode]}: one process served {one['rps_median']:,.0f} "
         f"req/s at {one['cpu_per_1000'] * 1000:.0f} ms of CPU per 1,000 "

@@ -163,7 +163,7 @@ def _epollReactor() -> Any:
     return EPollReactor()
 
 
-def _closeReactor(reactor: Any) -> None:
+def closeReactor(reactor: Any) -> None:
     """
     Close a reactor's poller and waker through their own objects (closing
     the descriptors by number would let the objects close them again later,
@@ -212,7 +212,7 @@ def test_exclusiveReaderIsTheReactorsOwn(listener: socket.socket) -> None:
             "EPollReactor.removeReader of an exclusive reader"
         )
     finally:
-        _closeReactor(reactor)
+        closeReactor(reactor)
 
 
 @needsEpoll
@@ -236,7 +236,7 @@ def test_forgetRegistrationsLeavesTheOldPollerAlone(listener: socket.socket) -> 
         finally:
             os.close(duplicate)
     finally:
-        _closeReactor(reactor)
+        closeReactor(reactor)
 
 
 def test_forgetWakerLetsInstallWakerMakeANewOne() -> None:
@@ -256,7 +256,7 @@ def test_forgetWakerLetsInstallWakerMakeANewOne() -> None:
         for name in ("i", "o"):
             os.close(getattr(old, name))
     finally:
-        _closeReactor(reactor)
+        closeReactor(reactor)
 
 
 def test_proxyInfoIsTheParsedHeader() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,13 +22,9 @@ from zope.interface import implementer
 
 from preforktwist.worker.transports import serverTransport
 
-from .test_private import _closeReactor
+from .test_private import closeReactor
 
 TIMEOUT = 10.0
-
-
-def _reactors() -> list[str]:
-    return ["epoll", "poll"]
 
 
 def _newReactor(name: str) -> Any:
@@ -49,7 +45,6 @@ class _Connections:
 
     def __init__(self) -> None:
         self.open: set[object] = set()
-        self.closes = 0
 
     def opened(self, transport: object) -> None:
         self.open.add(transport)
@@ -62,7 +57,6 @@ class _Budget:
     def __init__(self) -> None:
         self.connections = _Connections()
         self.closed = 0
-        self.firstByteTimeout = 0.0
 
     def recordClosed(self) -> None:
         self.closed += 1
@@ -197,7 +191,7 @@ class World:
             self.transport.abortConnection()
             self.turnUntil(lambda: not self.transport.connected)
         self.client.close()
-        _closeReactor(self.reactor)
+        closeReactor(self.reactor)
 
 
 def plainTransport() -> type[Any]:
@@ -239,9 +233,10 @@ def compare(
     return plain[2], worker[2]
 
 
-@pytest.fixture(params=_reactors())
-def reactorName(request: pytest.FixtureRequest) -> Iterator[str]:
-    yield request.param
+@pytest.fixture(params=["epoll", "poll"])
+def reactorName(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 def reply(protocol: Recorder, data: bytes) -> None:
